@@ -1,0 +1,229 @@
+//! The command line: argument definitions, output, and the commands.
+//!
+//! `main` parses [`Cli`], calls [`run`], and maps the result to an exit code
+//! ([`crate::exit`]). Commands write data (plans, reports) to stdout and
+//! progress, warnings and errors to stderr.
+
+mod check;
+mod demo;
+mod output;
+mod pipeline;
+mod report;
+mod sandbox;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use output::Printer;
+pub use pipeline::{PlanOptions, plan_command, sync_command};
+
+use crate::config::{ConfigError, Settings};
+use crate::exit::ExitStatus;
+
+/// Push a local directory (CSV/JSON) to a SCIM 2.0 target such as Atlassian Cloud.
+#[derive(Debug, Parser)]
+#[command(name = "scimsync", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short, long, global = true, default_value = "scimsync.toml", env = "SCIMSYNC_CONFIG")]
+    pub config: PathBuf,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no plan on stdout during `sync`.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Colour: auto (a terminal and no NO_COLOR), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Colour choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour on a terminal unless NO_COLOR is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of data commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Test the connection: GET /ServiceProviderConfig and a one-item /Users read.
+    Check,
+    /// Dry run: show what `sync` would change, without sending any write.
+    Plan(PlanArgs),
+    /// Compute the plan and apply it.
+    Sync(SyncArgs),
+    /// Query the provisioning report.
+    Report(report::ReportArgs),
+    /// Run the built-in Atlassian-like SCIM test server on 127.0.0.1.
+    Sandbox(sandbox::SandboxArgs),
+    /// First steps: sync the example directory into an in-process sandbox.
+    Demo(demo::DemoArgs),
+}
+
+/// `plan` options.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Read the whole target first (otherwise the state last pushed is used,
+    /// except on the first run and when the reconcile interval has passed).
+    #[arg(long)]
+    pub reconcile: bool,
+    /// Exit 1 when there are changes (for CI checks).
+    #[arg(long)]
+    pub check: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// `sync` options.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Read the whole target first and correct drift.
+    #[arg(long)]
+    pub reconcile: bool,
+    /// Output format of the plan and the run summary.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// Anything that stops a command from running (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad configuration.
+    #[error("config {path}: {source}")]
+    Config {
+        /// The config file.
+        path: String,
+        /// What is wrong.
+        source: ConfigError,
+    },
+    /// Any other reason, already worded for the user.
+    #[error("{0}")]
+    Message(String),
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for CliError {
+    fn from(e: rusqlite::Error) -> Self {
+        CliError::Message(format!("store: {e}"))
+    }
+}
+
+impl CliError {
+    /// A plain message.
+    pub fn msg(m: impl Into<String>) -> Self {
+        CliError::Message(m.into())
+    }
+}
+
+/// Load the settings named by `--config`.
+pub fn load_settings(path: &std::path::Path) -> Result<Settings, CliError> {
+    Settings::load(path).map_err(|source| CliError::Config {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Set up logging on stderr.
+pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "warn,scimsync=info",
+        (_, 2) => "warn,scimsync=debug",
+        _ => "info,scimsync=trace",
+    };
+    let filter = EnvFilter::try_from_env("SCIMSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
+    let printer = Printer::new(cli.color, cli.quiet);
+    match cli.command {
+        Command::Check => {
+            let settings = load_settings(&cli.config)?;
+            check::check(&settings, &printer).await
+        }
+        Command::Plan(args) => {
+            let settings = load_settings(&cli.config)?;
+            plan_command(
+                &settings,
+                &printer,
+                PlanOptions {
+                    reconcile: args.reconcile,
+                    format: args.format,
+                    check: args.check,
+                },
+            )
+            .await
+        }
+        Command::Sync(args) => {
+            let settings = load_settings(&cli.config)?;
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let signal_cancel = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    tracing::warn!("interrupted: finishing requests in flight, then stopping");
+                    signal_cancel.cancel();
+                }
+            });
+            sync_command(
+                &settings,
+                &printer,
+                PlanOptions {
+                    reconcile: args.reconcile,
+                    format: args.format,
+                    check: false,
+                },
+                "sync",
+                cancel,
+            )
+            .await
+        }
+        Command::Report(args) => report::report(&cli.config, args, &printer),
+        Command::Sandbox(args) => sandbox::sandbox(args, &printer).await,
+        Command::Demo(args) => demo::demo(args, &printer).await,
+    }
+}

@@ -1,0 +1,429 @@
+//! `plan` and `sync`: one pipeline, stopped before the first write for `plan`.
+//!
+//! load config → read the API key → open the store → load the source → map and
+//! scope → know the target (stored state, or a full read) → compute the plan →
+//! (sync only) apply it → record the run.
+
+use std::time::Instant;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, Format, Printer};
+use crate::config::Settings;
+use crate::exit::ExitStatus;
+use crate::mapping;
+use crate::model::RecordKind;
+use crate::plan::render::{Style, render_human, render_json, summary_line};
+use crate::plan::{self, Plan};
+use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
+use crate::push::{self, Context};
+use crate::source;
+use crate::store::{self, OutcomeRow, Record, Recorder, RunCounts, Store};
+use crate::target::{self, MatchRules, Reconciled};
+
+/// Options shared by `plan` and `sync`.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanOptions {
+    /// Force a full read of the target.
+    pub reconcile: bool,
+    /// Output format.
+    pub format: Format,
+    /// `plan --check`: exit 1 when there are changes.
+    pub check: bool,
+}
+
+/// Everything computed before the first write.
+pub struct Prepared {
+    /// The plan.
+    pub plan: Plan,
+    /// The store (in memory for a `plan` on a store that does not exist yet).
+    pub store: Store,
+    /// The target's client.
+    pub client: ScimClient,
+    /// Set when the target was read in full.
+    pub reconciled: Option<Reconciled>,
+    /// Why the target was (or was not) read in full.
+    pub target_mode: String,
+    /// Header lines for the plan output.
+    pub header: Vec<String>,
+}
+
+/// Explain a failed request in one line, with the likely cause.
+pub fn diagnose(settings: &Settings, f: &Failure) -> String {
+    let host = reqwest::Url::parse(&settings.base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .unwrap_or_default();
+    match &f.error {
+        ScimError::Transport { kind: TransportKind::Dns, message } => {
+            format!("cannot resolve `{host}`: check target.base_url ({message})")
+        }
+        ScimError::Transport { kind: TransportKind::Connect, message } => format!(
+            "cannot connect to `{host}`: the host is down, or a firewall or proxy is in the way ({message})"
+        ),
+        ScimError::Transport { kind: TransportKind::Tls, message } => format!(
+            "TLS with `{host}` failed: the certificate is not trusted (a TLS-inspecting proxy needs its CA in the system store) ({message})"
+        ),
+        ScimError::Transport { kind: TransportKind::Timeout, message } => {
+            format!("`{host}` did not answer in time ({message})")
+        }
+        ScimError::Http { status: 401, .. } => "the target refused the API key (401): it is wrong or has expired — Atlassian directory API keys expire one year after they are created; generate a new one in admin.atlassian.com and update the key source".to_owned(),
+        ScimError::Http { status: 403, detail, .. } => format!(
+            "the target forbids access (403: {detail}): the key has no rights on this directory"
+        ),
+        ScimError::Http { status: 404, .. } => format!(
+            "not found (404) at {}: the directory id in target.base_url is wrong, or the URL is not a SCIM base URL (Atlassian: https://api.atlassian.com/scim/directory/<directory id>)",
+            settings.base_url
+        ),
+        other => format!("{other} (after {} attempts)", f.attempts),
+    }
+}
+
+fn err<E: std::fmt::Display>(e: E) -> CliError {
+    CliError::msg(e.to_string())
+}
+
+/// Run the pipeline up to the plan.
+pub async fn prepare(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+    dry_run: bool,
+) -> Result<Prepared, CliError> {
+    let key = settings.key_source.read().map_err(err)?;
+    let store = if dry_run && !settings.store_path.exists() {
+        Store::memory().map_err(err)?
+    } else {
+        Store::open(&settings.store_path).map_err(err)?
+    };
+    let app = settings.app.as_str();
+    let user_links = store.user_links(app).map_err(err)?;
+    let group_links = store.group_links(app).map_err(err)?;
+    if let Some(url) = store.target_url(app).map_err(err)?
+        && url != settings.base_url
+        && !(user_links.is_empty() && group_links.is_empty())
+    {
+        return Err(CliError::msg(format!(
+            "the store {} links target `{app}` to {url}, but the config now says {}; \
+             links from one directory are meaningless in another: use a new store file or another target name",
+            settings.store_path.display(),
+            settings.base_url
+        )));
+    }
+
+    let started = Instant::now();
+    let snapshot = source::load(&settings.source).map_err(err)?;
+    let desired = mapping::desired_state(&snapshot, &settings.mapping, &settings.groups);
+    tracing::info!(
+        users = snapshot.users.len(),
+        groups = snapshot.groups.len(),
+        rejected = desired.rejects.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "source loaded and mapped"
+    );
+
+    let client = ScimClient::new(&settings.base_url, &key, &settings.limits, &settings.profile.api.media_type)
+        .map_err(CliError::msg)?;
+    let last = store.last_reconcile(app).map_err(err)?;
+    let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
+    let reason = if opts.reconcile {
+        Some("--reconcile")
+    } else if last.is_none() {
+        Some("first run for this target")
+    } else if last.is_some_and(|t| store::now_ms() - t >= interval_ms) {
+        Some("the reconcile interval has passed")
+    } else {
+        None
+    };
+    let (actual, reconciled, target_mode) = match reason {
+        Some(reason) => {
+            printer.info(&format!("Reading the whole target ({reason})..."));
+            let page = settings.limits.page_size;
+            let users = client
+                .list_all("Users", page, |n, total| tracing::debug!(n, total, "users read"))
+                .await
+                .map_err(|f| CliError::msg(format!("reading users from the target: {}", diagnose(settings, &f))))?;
+            let groups = client
+                .list_all("Groups", page, |n, total| tracing::debug!(n, total, "groups read"))
+                .await
+                .map_err(|f| CliError::msg(format!("reading groups from the target: {}", diagnose(settings, &f))))?;
+            let rules = MatchRules {
+                user_name_ci: settings.profile.api.user_name_case_insensitive,
+                group_name_ci: settings.profile.api.group_name_case_insensitive,
+                adopt_groups: settings.groups.adopt_existing,
+            };
+            let r = target::reconcile(&desired, &user_links, &group_links, &users, &groups, rules);
+            let mode = format!(
+                "read in full ({reason}): {} users, {} groups",
+                users.len(),
+                groups.len()
+            );
+            (r.actual.clone(), Some(r), mode)
+        }
+        None => (
+            target::from_store(&user_links, &group_links),
+            None,
+            format!(
+                "state last pushed ({} users, {} groups managed; full read due in {})",
+                user_links.len(),
+                group_links.len(),
+                humanize_ms(last.map_or(0, |t| (t + interval_ms - store::now_ms()).max(0)))
+            ),
+        ),
+    };
+    let plan = plan::compute(&desired, &actual, &settings.policy);
+    let invalid = desired.rejects.len();
+    let header = vec![
+        format!(
+            "Source: {} — {} users, {} groups{}",
+            settings.source.users.display(),
+            snapshot.users.len(),
+            snapshot.groups.len(),
+            if invalid > 0 {
+                format!(", {invalid} invalid records")
+            } else {
+                String::new()
+            }
+        ),
+        format!("Target: {} ({}) — {}", settings.app, settings.base_url, target_mode),
+    ];
+    Ok(Prepared {
+        plan,
+        store,
+        client,
+        reconciled,
+        target_mode,
+        header,
+    })
+}
+
+fn humanize_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn context_json(settings: &Settings, prepared: &Prepared) -> serde_json::Value {
+    json!({
+        "app": settings.app,
+        "base_url": settings.base_url,
+        "source": settings.source.users.display().to_string(),
+        "target_state": prepared.target_mode,
+        "full_read": prepared.reconciled.is_some(),
+    })
+}
+
+/// `scimsync plan`.
+pub async fn plan_command(settings: &Settings, printer: &Printer, opts: PlanOptions) -> Result<ExitStatus, CliError> {
+    let prepared = prepare(settings, printer, opts, true).await?;
+    let writes = prepared.client.stats.writes.load(std::sync::atomic::Ordering::Relaxed);
+    debug_assert_eq!(writes, 0, "plan must not write");
+    match opts.format {
+        Format::Text => printer.out(&render_human(&prepared.plan, &prepared.header, Style { color: printer.color }))?,
+        Format::Json => {
+            let doc = render_json(&prepared.plan, context_json(settings, &prepared));
+            printer.out(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("serializable")))?;
+        }
+    }
+    Ok(if opts.check && prepared.plan.has_changes() {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn record_rows(settings: &Settings, run_id: i64, plan: &Plan) -> Vec<Record> {
+    let mut rows = Vec::new();
+    for r in &plan.rejects {
+        rows.push(Record::Outcome(OutcomeRow {
+            run_id,
+            app: settings.app.clone(),
+            resource: match r.kind {
+                RecordKind::User => "user".into(),
+                RecordKind::Group => "group".into(),
+            },
+            action: "validate".into(),
+            source_id: r.source_id.as_ref().map(|s| s.0.clone()),
+            user_name: r.label.clone(),
+            outcome: "invalid".into(),
+            detail: Some(format!("{}: {}", r.origin, r.reason)),
+            ..OutcomeRow::default()
+        }));
+    }
+    for c in &plan.conflicts {
+        rows.push(Record::Outcome(OutcomeRow {
+            run_id,
+            app: settings.app.clone(),
+            resource: c.resource.clone(),
+            action: "match".into(),
+            source_id: Some(c.source_id.0.clone()),
+            user_name: Some(c.label.clone()),
+            outcome: "skipped".into(),
+            detail: Some(c.reason.clone()),
+            ..OutcomeRow::default()
+        }));
+    }
+    rows
+}
+
+/// `scimsync sync` (and the demo's sync).
+pub async fn sync_command(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+    command: &str,
+    cancel: CancellationToken,
+) -> Result<ExitStatus, CliError> {
+    let started = Instant::now();
+    let prepared = prepare(settings, printer, opts, false).await?;
+    let Prepared {
+        plan,
+        store,
+        client,
+        reconciled,
+        header,
+        target_mode,
+    } = prepared;
+    let app = settings.app.as_str();
+    let run_id = store.begin_run(app, command, reconciled.is_some()).map_err(err)?;
+    if opts.format == Format::Text && !printer.quiet {
+        printer.out(&render_human(&plan, &header, Style { color: printer.color }))?;
+    }
+
+    let recorder = Recorder::spawn(store);
+    recorder.send(record_rows(settings, run_id, &plan));
+    if let Some(r) = &reconciled {
+        // What the full read found: forget links to accounts deleted in the
+        // target, and take the target's real memberships as the stored ones.
+        let mut recs = Vec::new();
+        for sid in &r.stale_users {
+            recs.push(Record::UserUnlink { app: app.into(), source_id: sid.clone() });
+            recs.push(Record::Outcome(OutcomeRow {
+                run_id,
+                app: app.into(),
+                resource: "user".into(),
+                action: "unlink".into(),
+                source_id: Some(sid.0.clone()),
+                outcome: "applied".into(),
+                detail: Some("drift: the account was deleted in the target; link removed".into()),
+                ..OutcomeRow::default()
+            }));
+        }
+        for sid in &r.stale_groups {
+            recs.push(Record::GroupUnlink { app: app.into(), source_id: sid.clone() });
+            recs.push(Record::Outcome(OutcomeRow {
+                run_id,
+                app: app.into(),
+                resource: "group".into(),
+                action: "unlink".into(),
+                source_id: Some(sid.0.clone()),
+                outcome: "applied".into(),
+                detail: Some("drift: the group was deleted in the target; link removed".into()),
+                ..OutcomeRow::default()
+            }));
+        }
+        for (gid, members) in &r.memberships {
+            recs.push(Record::MembersReset { app: app.into(), group: gid.clone(), members: members.clone() });
+        }
+        recorder.send(recs);
+    }
+
+    let sends = plan.actions.iter().filter(|a| a.sends_request()).count();
+    if sends > 0 {
+        printer.info(&format!("Applying {} actions ({sends} requests or more)...", plan.actions.len()));
+    }
+    let ctx = Context {
+        client: &client,
+        recorder: &recorder,
+        run_id,
+        app,
+        concurrency: settings.limits.concurrency,
+        adopt_groups: settings.groups.adopt_existing,
+        cancel: cancel.clone(),
+    };
+    let applied = push::apply(&plan, &ctx).await;
+    recorder.flush().await;
+    let (store, write_result) = recorder.finish();
+
+    let mut counts: RunCounts = applied.counts;
+    counts.actions = counts.applied + counts.failed + counts.skipped;
+    counts.invalid = plan.rejects.len() as u64;
+    counts.skipped += plan.conflicts.len() as u64;
+    let interrupted = cancel.is_cancelled();
+    let status = if applied.stopped.is_some() {
+        "failed"
+    } else if interrupted {
+        "interrupted"
+    } else if counts.failed > 0 || counts.invalid > 0 || counts.skipped > 0 {
+        "partial"
+    } else {
+        "succeeded"
+    };
+    let detail = applied.stopped.clone().or_else(|| interrupted.then(|| "interrupted by a signal".to_owned()));
+    store.finish_run(run_id, status, &counts, detail.as_deref()).map_err(err)?;
+    if reconciled.is_some() && applied.stopped.is_none() && !interrupted {
+        store.set_reconciled(app, &settings.base_url, store::now_ms()).map_err(err)?;
+    }
+    write_result.map_err(err)?;
+
+    let elapsed = started.elapsed();
+    match opts.format {
+        Format::Json => {
+            let doc = json!({
+                "run_id": run_id,
+                "app": app,
+                "status": status,
+                "target_state": target_mode,
+                "duration_ms": elapsed.as_millis() as u64,
+                "counts": counts,
+                "summary": plan.summary,
+                "stopped": applied.stopped,
+            });
+            printer.out(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("serializable")))?;
+        }
+        Format::Text => {
+            let mut line = format!(
+                "Run {run_id}: {} of {} outcomes applied in {:.1}s; {} failed, {} skipped",
+                counts.applied,
+                counts.actions,
+                elapsed.as_secs_f64(),
+                counts.failed,
+                counts.skipped
+            );
+            if counts.invalid > 0 {
+                line.push_str(&format!(", {} invalid records", counts.invalid));
+            }
+            line.push_str(&format!(
+                " ({} requests, {} retries, {} throttled).",
+                counts.requests, counts.retries, counts.throttled
+            ));
+            if plan.has_changes() || counts.invalid > 0 {
+                printer.out(&format!("{line}\n"))?;
+            } else {
+                printer.out(&format!("{}\n", summary_line(&plan)))?;
+            }
+            if let Some(reason) = &applied.stopped {
+                printer.warn(&format!("error: the run stopped: {reason}"));
+            }
+            if counts.failed + counts.invalid + counts.skipped > 0 {
+                let cfg = settings.config_path.display();
+                printer.warn(&format!(
+                    "hint: run `scimsync -c {cfg} report --run {run_id} --outcome failed` (or `--outcome invalid`) to see why"
+                ));
+            }
+        }
+    }
+    Ok(if applied.stopped.is_some() {
+        ExitStatus::Error
+    } else if interrupted || counts.failed + counts.invalid + counts.skipped > 0 {
+        ExitStatus::Failure
+    } else {
+        ExitStatus::Success
+    })
+}

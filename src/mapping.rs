@@ -1,0 +1,796 @@
+//! Mapping and scope: from source records to the desired target state.
+//!
+//! Pure logic, no I/O. A connector profile gives the default mapping (target
+//! attribute path → template over source fields); the config overrides it per
+//! attribute and may rewrite userName with a regex. Scope rules decide who is
+//! provisioned (members of chosen source groups, authorized email domains).
+//! Every mapped user is validated (required attributes, email syntax,
+//! booleans, unique userName) before anything is sent; a user that fails is
+//! rejected with a reason and its target account is left untouched.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{ConfigError, GroupSettings, MappingConfig, NoMatch, ScopeConfig};
+use crate::connector::Profile;
+use crate::model::{Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem};
+use crate::plan::{Attrs, Desired, DesiredGroup, DesiredUser};
+use crate::scim::AttrPath;
+
+/// A template as written: one string or a list of alternatives.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TemplateSpec {
+    /// `"{given_name} {family_name}"`
+    One(String),
+    /// `["{display_name}", "{given_name} {family_name}"]`: the first
+    /// alternative whose fields all have values wins.
+    Many(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    Lit(String),
+    Field(String),
+}
+
+/// A compiled template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Template {
+    alternatives: Vec<Vec<Piece>>,
+}
+
+impl Template {
+    /// Compile a spec; `{field}` inserts a source field, `{{`/`}}` are literal braces.
+    pub fn compile(spec: &TemplateSpec) -> Result<Template, String> {
+        let texts: Vec<&str> = match spec {
+            TemplateSpec::One(s) => vec![s.as_str()],
+            TemplateSpec::Many(v) => v.iter().map(String::as_str).collect(),
+        };
+        let mut alternatives = Vec::new();
+        for text in texts {
+            alternatives.push(parse_template(text)?);
+        }
+        Ok(Template { alternatives })
+    }
+
+    /// Whether the template can never produce a value (an empty string).
+    pub fn is_empty(&self) -> bool {
+        self.alternatives.iter().all(|a| a.is_empty())
+    }
+
+    /// Source fields the template reads.
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.alternatives.iter().flatten().filter_map(|p| match p {
+            Piece::Field(f) => Some(f.as_str()),
+            Piece::Lit(_) => None,
+        })
+    }
+
+    /// Evaluate against a source record: the first alternative whose fields
+    /// are all non-empty, trimmed; `None` when none qualifies.
+    pub fn render(&self, user: &SourceUser) -> Option<String> {
+        'alt: for alt in &self.alternatives {
+            let mut out = String::new();
+            for piece in alt {
+                match piece {
+                    Piece::Lit(s) => out.push_str(s),
+                    Piece::Field(f) => {
+                        let v = user.field(f).trim();
+                        if v.is_empty() {
+                            continue 'alt;
+                        }
+                        out.push_str(v);
+                    }
+                }
+            }
+            let out = out.trim();
+            if !out.is_empty() {
+                return Some(out.to_owned());
+            }
+        }
+        None
+    }
+}
+
+fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut lit = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                lit.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                lit.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' => {
+                            name.push(c)
+                        }
+                        Some(c) => {
+                            return Err(format!(
+                                "template {text:?}: `{c}` is not allowed in a field name"
+                            ));
+                        }
+                        None => return Err(format!("template {text:?}: `{{` is never closed")),
+                    }
+                }
+                if name.is_empty() {
+                    return Err(format!("template {text:?}: empty field name `{{}}`"));
+                }
+                if !lit.is_empty() {
+                    pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+                }
+                pieces.push(Piece::Field(name));
+            }
+            '}' => return Err(format!("template {text:?}: unmatched `}}` (write `}}}}`)")),
+            c => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        pieces.push(Piece::Lit(lit));
+    }
+    Ok(pieces)
+}
+
+/// The compiled userName rewrite.
+#[derive(Clone, Debug)]
+pub struct UserNameTransform {
+    regex: Regex,
+    replacement: String,
+    on_no_match: NoMatch,
+}
+
+impl UserNameTransform {
+    /// Apply to a mapped userName: `Ok(new)` or `Err(reason)` when the value
+    /// does not match and the policy rejects it.
+    pub fn apply(&self, value: &str) -> Result<String, String> {
+        if !self.regex.is_match(value) {
+            return match self.on_no_match {
+                NoMatch::Keep => Ok(value.to_owned()),
+                NoMatch::Reject => Err(format!(
+                    "userName `{value}` does not match the transform pattern `{}`",
+                    self.regex.as_str()
+                )),
+            };
+        }
+        Ok(self
+            .regex
+            .replace(value, self.replacement.as_str())
+            .into_owned())
+    }
+}
+
+/// Scope rules: who is provisioned.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    /// Source group names or ids (lowercased); empty = everyone.
+    pub groups: Vec<String>,
+    /// Authorized email domains (lowercased); empty = any.
+    pub email_domains: Vec<String>,
+}
+
+/// The compiled mapping: templates, validation rules and scope.
+#[derive(Clone, Debug)]
+pub struct Mapping {
+    /// Target attribute path → template.
+    attributes: Vec<(AttrPath, Template)>,
+    booleans: BTreeSet<String>,
+    required: Vec<AttrPath>,
+    transform: Option<UserNameTransform>,
+    /// Who is in scope.
+    pub scope: Scope,
+    user_name_ci: bool,
+    group_name_ci: bool,
+}
+
+const RESERVED: &[&str] = &["id", "externalId", "meta", "schemas", "groups"];
+
+impl Mapping {
+    /// Merge the profile's mapping with the config's overrides and compile it.
+    pub fn compile(
+        profile: &Profile,
+        cfg: &MappingConfig,
+        scope: &ScopeConfig,
+    ) -> Result<Mapping, ConfigError> {
+        let mut specs = profile.mapping.clone();
+        for (path, spec) in &cfg.attributes {
+            specs.insert(path.clone(), spec.clone());
+        }
+        let mut attributes = Vec::new();
+        for (raw, spec) in &specs {
+            let key = format!("mapping.attributes.{raw}");
+            let path = AttrPath::parse(raw).ok_or_else(|| {
+                ConfigError::at(
+                    &key,
+                    "not a supported SCIM attribute path (forms: `title`, `name.givenName`, `emails[type eq \"work\"].value`, `urn:…:User:department`)",
+                )
+            })?;
+            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(raw)) {
+                return Err(ConfigError::at(
+                    &key,
+                    "is set by scimsync itself (externalId is always the source id)",
+                ));
+            }
+            let template = Template::compile(spec).map_err(|m| ConfigError::at(&key, m))?;
+            if !template.is_empty() {
+                attributes.push((path, template));
+            }
+        }
+        let user_name = AttrPath::Simple("userName".into());
+        if !attributes.iter().any(|(p, _)| *p == user_name) {
+            return Err(ConfigError::at(
+                "mapping.attributes.userName",
+                "userName must be mapped",
+            ));
+        }
+        let mut required = Vec::new();
+        for raw in profile.required.iter().chain(&cfg.required) {
+            let path = AttrPath::parse(raw).ok_or_else(|| {
+                ConfigError::at("mapping.required", format!("`{raw}` is not an attribute path"))
+            })?;
+            if !attributes.iter().any(|(p, _)| *p == path) {
+                return Err(ConfigError::at(
+                    "mapping.required",
+                    format!("`{raw}` is required by the connector but has no mapping"),
+                ));
+            }
+            if !required.contains(&path) {
+                required.push(path);
+            }
+        }
+        let transform = match &cfg.user_name_transform {
+            None => None,
+            Some(t) => Some(UserNameTransform {
+                regex: Regex::new(&t.pattern).map_err(|e| {
+                    ConfigError::at(
+                        "mapping.user_name_transform.pattern",
+                        format!("invalid regex: {}", one_line(&e.to_string())),
+                    )
+                })?,
+                replacement: t.replacement.clone(),
+                on_no_match: t.on_no_match,
+            }),
+        };
+        let mut email_domains = Vec::new();
+        for d in &scope.email_domains {
+            let d = d.trim().trim_start_matches('@').to_lowercase();
+            if d.is_empty() || !d.contains('.') || d.contains('@') || d.contains(' ') {
+                return Err(ConfigError::at(
+                    "scope.email_domains",
+                    format!("`{d}` is not a domain name"),
+                ));
+            }
+            email_domains.push(d);
+        }
+        Ok(Mapping {
+            attributes,
+            booleans: profile.boolean_attributes.iter().cloned().collect(),
+            required,
+            transform,
+            scope: Scope {
+                groups: scope.groups.iter().map(|g| g.to_lowercase()).collect(),
+                email_domains,
+            },
+            user_name_ci: profile.api.user_name_case_insensitive,
+            group_name_ci: profile.api.group_name_case_insensitive,
+        })
+    }
+
+    /// The attribute paths this mapping manages (plus `externalId`), as strings.
+    pub fn managed_paths(&self) -> BTreeSet<String> {
+        let mut set: BTreeSet<String> = self.attributes.iter().map(|(p, _)| p.to_string()).collect();
+        set.insert("externalId".into());
+        set
+    }
+
+    /// Whether the target compares userNames case-insensitively.
+    pub fn user_name_case_insensitive(&self) -> bool {
+        self.user_name_ci
+    }
+
+    /// Map and validate one source user into target attributes.
+    pub fn map_user(&self, user: &SourceUser) -> Result<Attrs, String> {
+        let mut attrs = Attrs::new();
+        attrs.insert("externalId".into(), Value::String(user.id.0.clone()));
+        for (path, template) in &self.attributes {
+            let key = path.to_string();
+            let Some(mut text) = template.render(user) else {
+                continue;
+            };
+            if key == "userName"
+                && let Some(t) = &self.transform
+            {
+                text = t.apply(&text)?;
+                if text.trim().is_empty() {
+                    return Err("userName is empty after the transform".into());
+                }
+            }
+            let value = if self.booleans.contains(&key) {
+                Value::Bool(parse_bool(&text).ok_or_else(|| {
+                    format!("attribute `{key}`: `{text}` is not a boolean (true/false)")
+                })?)
+            } else {
+                if text.chars().any(char::is_control) {
+                    return Err(format!("attribute `{key}` contains control characters"));
+                }
+                if text.chars().count() > 1024 {
+                    return Err(format!("attribute `{key}` is longer than 1024 characters"));
+                }
+                Value::String(text)
+            };
+            attrs.insert(key, value);
+        }
+        for path in &self.required {
+            if !attrs.contains_key(&path.to_string()) {
+                return Err(format!("required attribute `{path}` has no value"));
+            }
+        }
+        if let Some(Value::String(u)) = attrs.get("userName")
+            && u.chars().count() > 255
+        {
+            return Err("userName is longer than 255 characters".into());
+        }
+        for (key, value) in &attrs {
+            if key.starts_with("emails[")
+                && let Value::String(e) = value
+                && let Some(problem) = email_problem(e)
+            {
+                return Err(format!("attribute `{key}`: `{e}` is not a valid email address ({problem})"));
+            }
+        }
+        Ok(attrs)
+    }
+
+    /// The work email a user would get (for scope and labels).
+    fn work_email(attrs: &Attrs, user: &SourceUser) -> String {
+        attrs
+            .iter()
+            .find(|(k, _)| k.starts_with("emails["))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or_else(|| user.field("email"))
+            .to_owned()
+    }
+
+    fn domain_in_scope(&self, email: &str) -> bool {
+        if self.scope.email_domains.is_empty() {
+            return true;
+        }
+        let domain = email.rsplit_once('@').map(|(_, d)| d.to_lowercase());
+        domain.is_some_and(|d| self.scope.email_domains.contains(&d))
+    }
+
+    fn fold_name(&self, s: &str) -> String {
+        if self.user_name_ci { s.to_lowercase() } else { s.to_owned() }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Parse a boolean cell: true/false, yes/no, 1/0, active/inactive, enabled/disabled.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" | "active" | "enabled" => Some(true),
+        "false" | "f" | "no" | "n" | "0" | "inactive" | "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+/// Counts of what mapping and scope did, for the plan header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeStats {
+    /// Users in the source (valid records).
+    pub source_users: usize,
+    /// Groups in the source.
+    pub source_groups: usize,
+    /// Users left out by the group scope.
+    pub out_of_group_scope: usize,
+    /// Users left out by the email-domain scope.
+    pub out_of_domain_scope: usize,
+    /// Groups not selected for pushing.
+    pub groups_not_pushed: usize,
+}
+
+/// Build the desired target state from a snapshot: map, validate, scope.
+pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSettings) -> Desired {
+    let mut rejects = snapshot.rejects.clone();
+    let mut held_users: BTreeSet<SourceId> = rejects
+        .iter()
+        .filter(|r| r.kind == RecordKind::User)
+        .filter_map(|r| r.source_id.clone())
+        .collect();
+    let mut held_groups: BTreeSet<SourceId> = rejects
+        .iter()
+        .filter(|r| r.kind == RecordKind::Group)
+        .filter_map(|r| r.source_id.clone())
+        .collect();
+    let mut stats = ScopeStats {
+        source_users: snapshot.users.len(),
+        source_groups: snapshot.groups.len(),
+        ..ScopeStats::default()
+    };
+
+    // Group scope: the set of users that are members of a scope group.
+    let scope_members: Option<BTreeSet<&SourceId>> = (!mapping.scope.groups.is_empty()).then(|| {
+        snapshot
+            .groups
+            .iter()
+            .filter(|g| {
+                mapping.scope.groups.contains(&g.name.to_lowercase())
+                    || mapping.scope.groups.contains(&g.id.0.to_lowercase())
+            })
+            .flat_map(|g| g.members.iter())
+            .collect()
+    });
+
+    let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
+    let mut out_of_scope = BTreeSet::new();
+    let mut origins: BTreeMap<SourceId, &Origin> = BTreeMap::new();
+    for u in &snapshot.users {
+        if held_users.contains(&u.id) {
+            continue;
+        }
+        if let Some(members) = &scope_members
+            && !members.contains(&u.id)
+        {
+            stats.out_of_group_scope += 1;
+            out_of_scope.insert(u.id.clone());
+            continue;
+        }
+        match mapping.map_user(u) {
+            Ok(attrs) => {
+                let email = Mapping::work_email(&attrs, u);
+                if !mapping.domain_in_scope(&email) {
+                    stats.out_of_domain_scope += 1;
+                    out_of_scope.insert(u.id.clone());
+                    continue;
+                }
+                let user_name = attrs
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                origins.insert(u.id.clone(), &u.origin);
+                users.insert(
+                    u.id.clone(),
+                    DesiredUser {
+                        user_name,
+                        email,
+                        attrs,
+                    },
+                );
+            }
+            Err(reason) => {
+                held_users.insert(u.id.clone());
+                rejects.push(Reject {
+                    kind: RecordKind::User,
+                    origin: u.origin.clone(),
+                    source_id: Some(u.id.clone()),
+                    label: Some(label_of(u)),
+                    reason,
+                });
+            }
+        }
+    }
+
+    // userName must be unique among provisioned users (after mapping and the transform).
+    let mut by_name: HashMap<String, Vec<SourceId>> = HashMap::new();
+    for (id, u) in &users {
+        by_name.entry(mapping.fold_name(&u.user_name)).or_default().push(id.clone());
+    }
+    let mut dup_ids: Vec<(SourceId, String)> = Vec::new();
+    for ids in by_name.values().filter(|ids| ids.len() > 1) {
+        for id in ids {
+            let others: Vec<String> = ids
+                .iter()
+                .filter(|o| *o != id)
+                .map(|o| match origins.get(o) {
+                    Some(origin) => format!("{o} ({origin})"),
+                    None => o.to_string(),
+                })
+                .collect();
+            dup_ids.push((id.clone(), others.join(", ")));
+        }
+    }
+    dup_ids.sort();
+    for (id, others) in dup_ids {
+        if let Some(u) = users.remove(&id) {
+            held_users.insert(id.clone());
+            let origin = origins.get(&id).map(|o| (*o).clone()).unwrap_or(Origin {
+                file: String::new(),
+                location: String::new(),
+            });
+            rejects.push(Reject {
+                kind: RecordKind::User,
+                origin,
+                source_id: Some(id),
+                label: Some(u.user_name.clone()),
+                reason: format!("duplicate userName `{}`: also mapped for {others}", u.user_name),
+            });
+        }
+    }
+
+    // Groups: those selected for pushing, members restricted to provisioned users.
+    let push: Option<BTreeSet<String>> = groups
+        .push
+        .as_ref()
+        .map(|names| names.iter().map(|n| n.to_lowercase()).collect());
+    let mut desired_groups: BTreeMap<SourceId, DesiredGroup> = BTreeMap::new();
+    let mut by_group_name: HashMap<String, Vec<SourceId>> = HashMap::new();
+    for g in &snapshot.groups {
+        if held_groups.contains(&g.id) {
+            continue;
+        }
+        if let Some(push) = &push
+            && !push.contains(&g.name.to_lowercase())
+            && !push.contains(&g.id.0.to_lowercase())
+        {
+            stats.groups_not_pushed += 1;
+            continue;
+        }
+        let members = g
+            .members
+            .iter()
+            .filter(|m| users.contains_key(*m))
+            .cloned()
+            .collect();
+        let folded = if mapping.group_name_ci {
+            g.name.to_lowercase()
+        } else {
+            g.name.clone()
+        };
+        by_group_name.entry(folded).or_default().push(g.id.clone());
+        desired_groups.insert(
+            g.id.clone(),
+            DesiredGroup {
+                display_name: g.name.clone(),
+                members,
+            },
+        );
+    }
+    for ids in by_group_name.values().filter(|ids| ids.len() > 1) {
+        for id in ids {
+            if let Some(g) = desired_groups.remove(id) {
+                held_groups.insert(id.clone());
+                let origin = snapshot
+                    .groups
+                    .iter()
+                    .find(|s| s.id == *id)
+                    .map(|s| s.origin.clone())
+                    .expect("group came from the snapshot");
+                rejects.push(Reject {
+                    kind: RecordKind::Group,
+                    origin,
+                    source_id: Some(id.clone()),
+                    label: Some(g.display_name.clone()),
+                    reason: format!(
+                        "duplicate group name `{}` (used by {} source groups)",
+                        g.display_name,
+                        ids.len()
+                    ),
+                });
+            }
+        }
+    }
+    // Memberships of held users are left as they are: drop held users from nothing,
+    // the planner consults `held_users` before removing a member.
+    Desired {
+        users,
+        groups: desired_groups,
+        held_users,
+        held_groups,
+        out_of_scope,
+        rejects,
+        managed_paths: mapping.managed_paths(),
+        stats,
+    }
+}
+
+fn label_of(u: &SourceUser) -> String {
+    for f in ["user_name", "email", "display_name"] {
+        let v = u.field(f);
+        if !v.is_empty() {
+            return v.to_owned();
+        }
+    }
+    u.id.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{MappingConfig, TransformConfig};
+    use crate::model::SourceGroup;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn user(id: &str, fields: &[(&str, &str)]) -> SourceUser {
+        SourceUser {
+            id: SourceId::from(id),
+            fields: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            active: true,
+            groups: vec![],
+            origin: Origin {
+                file: "users.csv".into(),
+                location: format!("line {}", id.len() + 1),
+            },
+        }
+    }
+
+    fn full(id: &str, first: &str, last: &str, email: &str) -> SourceUser {
+        user(
+            id,
+            &[
+                ("given_name", first),
+                ("family_name", last),
+                ("email", email),
+                ("user_name", email),
+            ],
+        )
+    }
+
+    fn mapping(cfg: MappingConfig, scope: ScopeConfig) -> Mapping {
+        let p = Profile::load("atlassian", Path::new(".")).unwrap();
+        Mapping::compile(&p, &cfg, &scope).unwrap()
+    }
+
+    #[test]
+    fn template_alternatives_and_escapes() {
+        let t = Template::compile(&TemplateSpec::Many(vec![
+            "{display_name}".into(),
+            "{given_name} {family_name}".into(),
+        ]))
+        .unwrap();
+        let u = full("1", "Ann", "Lee", "ann@x.org");
+        assert_eq!(t.render(&u).as_deref(), Some("Ann Lee"));
+        let t = Template::compile(&TemplateSpec::One("{{{given_name}}}".into())).unwrap();
+        assert_eq!(t.render(&u).as_deref(), Some("{Ann}"));
+        assert!(Template::compile(&TemplateSpec::One("{oops".into())).is_err());
+        assert!(Template::compile(&TemplateSpec::One("a}b".into())).is_err());
+        assert!(Template::compile(&TemplateSpec::One("{}".into())).is_err());
+    }
+
+    #[test]
+    fn maps_atlassian_defaults() {
+        let m = mapping(MappingConfig::default(), ScopeConfig::default());
+        let attrs = m.map_user(&full("7", "Ann", "Lee", "ann@x.org")).unwrap();
+        assert_eq!(attrs["userName"], json!("ann@x.org"));
+        assert_eq!(attrs["displayName"], json!("Ann Lee"));
+        assert_eq!(attrs["active"], json!(true));
+        assert_eq!(attrs["externalId"], json!("7"));
+        assert_eq!(attrs["emails[type eq \"work\"].value"], json!("ann@x.org"));
+        assert!(!attrs.contains_key("title"));
+    }
+
+    #[test]
+    fn required_and_email_checks_reject_with_reason() {
+        let m = mapping(MappingConfig::default(), ScopeConfig::default());
+        let e = m.map_user(&full("1", "Ann", "", "ann@x.org")).unwrap_err();
+        assert!(e.contains("name.familyName"), "{e}");
+        let e = m.map_user(&full("1", "Ann", "Lee", "not-an-email")).unwrap_err();
+        assert!(e.contains("not a valid email"), "{e}");
+    }
+
+    #[test]
+    fn user_name_regex_transform() {
+        let cfg = MappingConfig {
+            user_name_transform: Some(TransformConfig {
+                pattern: "(.*)@.*".into(),
+                replacement: "$1".into(),
+                on_no_match: NoMatch::Reject,
+            }),
+            ..MappingConfig::default()
+        };
+        let m = mapping(cfg, ScopeConfig::default());
+        let attrs = m.map_user(&full("1", "Ann", "Lee", "ann@x.org")).unwrap();
+        assert_eq!(attrs["userName"], json!("ann"));
+        let mut u = full("2", "Bo", "Ek", "bo@x.org");
+        u.fields.insert("user_name".into(), "bo".into());
+        assert!(m.map_user(&u).unwrap_err().contains("does not match"));
+    }
+
+    #[test]
+    fn bad_regex_is_a_config_error() {
+        let p = Profile::load("atlassian", Path::new(".")).unwrap();
+        let cfg = MappingConfig {
+            user_name_transform: Some(TransformConfig {
+                pattern: "(.*@".into(),
+                replacement: "$1".into(),
+                on_no_match: NoMatch::Keep,
+            }),
+            ..MappingConfig::default()
+        };
+        let e = Mapping::compile(&p, &cfg, &ScopeConfig::default()).unwrap_err();
+        assert_eq!(e.key, "mapping.user_name_transform.pattern");
+    }
+
+    #[test]
+    fn scope_by_group_and_domain() {
+        let m = mapping(
+            MappingConfig::default(),
+            ScopeConfig {
+                groups: vec!["Engineering".into()],
+                email_domains: vec!["x.org".into()],
+            },
+        );
+        let snapshot = Snapshot {
+            users: vec![
+                full("1", "Ann", "Lee", "ann@x.org"),
+                full("2", "Bo", "Ek", "bo@x.org"),
+                full("3", "Cy", "Oh", "cy@elsewhere.com"),
+            ],
+            groups: vec![SourceGroup {
+                id: SourceId::from("eng"),
+                name: "Engineering".into(),
+                members: ["1", "3"].iter().map(|s| SourceId::from(*s)).collect(),
+                origin: Origin {
+                    file: "g.csv".into(),
+                    location: "line 2".into(),
+                },
+            }],
+            rejects: vec![],
+        };
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                push: None,
+                adopt_existing: true,
+            },
+        );
+        assert_eq!(d.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["1"]);
+        assert_eq!(d.stats.out_of_group_scope, 1);
+        assert_eq!(d.stats.out_of_domain_scope, 1);
+        assert_eq!(d.groups[&SourceId::from("eng")].members.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_user_names_after_transform_are_held() {
+        let cfg = MappingConfig {
+            user_name_transform: Some(TransformConfig {
+                pattern: "(.*)@.*".into(),
+                replacement: "$1".into(),
+                on_no_match: NoMatch::Keep,
+            }),
+            ..MappingConfig::default()
+        };
+        let m = mapping(cfg, ScopeConfig::default());
+        let snapshot = Snapshot {
+            users: vec![
+                full("1", "Ann", "Lee", "ann@x.org"),
+                full("2", "Ann", "Li", "ANN@y.org"),
+                full("3", "Bo", "Ek", "bo@x.org"),
+            ],
+            ..Snapshot::default()
+        };
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                push: None,
+                adopt_existing: true,
+            },
+        );
+        assert_eq!(d.users.len(), 1);
+        assert!(d.held_users.contains(&SourceId::from("1")));
+        assert!(d.held_users.contains(&SourceId::from("2")));
+        assert_eq!(d.rejects.len(), 2);
+        assert!(d.rejects[0].reason.contains("duplicate userName"));
+    }
+}

@@ -1,0 +1,223 @@
+//! Domain types that cross the pipeline's stage boundaries.
+//!
+//! A source loader produces a [`Snapshot`]: the people and groups of the local
+//! directory, plus every record it had to reject and why. Nothing in here knows
+//! about SCIM or HTTP; the mapping stage turns a snapshot into the desired
+//! target state (`plan::Desired`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The stable identifier of a person or group in the source directory
+/// (employee number, LDAP `objectGUID`, ...). Sent to the target as `externalId`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourceId(pub String);
+
+/// The identifier the SCIM target assigned to a resource (`id`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScimId(pub String);
+
+macro_rules! id_impls {
+    ($t:ty) => {
+        impl $t {
+            /// The identifier as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl From<&str> for $t {
+            fn from(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+        }
+        impl From<String> for $t {
+            fn from(s: String) -> Self {
+                Self(s)
+            }
+        }
+    };
+}
+id_impls!(SourceId);
+id_impls!(ScimId);
+
+/// Where a source record came from, for error messages and report rows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The file the record was read from.
+    pub file: String,
+    /// Its position: `line 12` for CSV, `users[3]` for JSON.
+    pub location: String,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.location)
+    }
+}
+
+/// One person in the source directory, as loaded (before mapping).
+///
+/// Well-known fields have names of their own; anything else a file carries is
+/// kept in `custom` so mapping templates can use it (`{cost_center}`). An empty
+/// string means "no value".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceUser {
+    /// Stable source identifier (required).
+    pub id: SourceId,
+    /// Field values by canonical name: `user_name`, `given_name`, `family_name`,
+    /// `display_name`, `email`, `title`, `department`, `organization`,
+    /// `timezone`, `preferred_language`, `phone`, plus custom columns.
+    pub fields: BTreeMap<String, String>,
+    /// Whether the person is active in the source (`active` column; default true).
+    pub active: bool,
+    /// Names of the source groups the record itself lists (`groups` column).
+    pub groups: Vec<String>,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+impl SourceUser {
+    /// A field's value, or `""` when absent. `id` and `active` are fields too.
+    pub fn field(&self, name: &str) -> &str {
+        match name {
+            "id" => self.id.as_str(),
+            "active" => {
+                if self.active {
+                    "true"
+                } else {
+                    "false"
+                }
+            }
+            _ => self.fields.get(name).map(String::as_str).unwrap_or(""),
+        }
+    }
+}
+
+/// The canonical field names a source record may carry besides `id`, `active`
+/// and `groups`. Other columns are kept as custom fields.
+pub const STANDARD_FIELDS: &[&str] = &[
+    "user_name",
+    "given_name",
+    "family_name",
+    "display_name",
+    "email",
+    "title",
+    "department",
+    "organization",
+    "timezone",
+    "preferred_language",
+    "phone",
+];
+
+/// One group in the source directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceGroup {
+    /// Stable identifier (defaults to the name when the source has none).
+    pub id: SourceId,
+    /// Display name, as it should appear in the target.
+    pub name: String,
+    /// Members, by user source id.
+    pub members: BTreeSet<SourceId>,
+    /// Where it was first seen.
+    pub origin: Origin,
+}
+
+/// Which kind of record a rejection concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordKind {
+    /// A person.
+    User,
+    /// A group or membership row.
+    Group,
+}
+
+/// A source record that could not be used, with the reason. Rejected records are
+/// listed in the plan and get a report row; they never abort a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reject {
+    /// User or group.
+    pub kind: RecordKind,
+    /// Where it came from.
+    pub origin: Origin,
+    /// The record's source id when one could be read. The engine leaves the
+    /// target account of such an id untouched (never deprovisions it because
+    /// of a bad row).
+    pub source_id: Option<SourceId>,
+    /// A label for humans (userName, email or group name) when one was read.
+    pub label: Option<String>,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// Everything a source loader read: valid records and rejections.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Valid people, unique by id, in file order.
+    pub users: Vec<SourceUser>,
+    /// Groups, unique by id.
+    pub groups: Vec<SourceGroup>,
+    /// Records that were not usable.
+    pub rejects: Vec<Reject>,
+}
+
+/// Why `s` is not a usable email address, or `None` when it is. A pragmatic
+/// check (one `@`, a dotted domain, no spaces or control characters, RFC 5321
+/// lengths), not a full RFC 5322 parser.
+pub fn email_problem(s: &str) -> Option<&'static str> {
+    if s.len() > 254 {
+        return Some("longer than 254 characters");
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("contains spaces or control characters");
+    }
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return Some("has no `@`");
+    };
+    if local.is_empty() || local.len() > 64 {
+        return Some("has an empty or over-long local part");
+    }
+    if local.contains('@') && !(local.starts_with('"') && local.ends_with('"')) {
+        return Some("has more than one `@`");
+    }
+    if domain.is_empty() || !domain.contains('.') {
+        return Some("has no dotted domain after `@`");
+    }
+    if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+        return Some("has a malformed domain");
+    }
+    if !domain
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+    {
+        return Some("has invalid characters in its domain");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_checks() {
+        assert_eq!(email_problem("ann@example.com"), None);
+        assert_eq!(email_problem("ann.o'neil+tag@sub.example.co.uk"), None);
+        assert!(email_problem("ann").is_some());
+        assert!(email_problem("ann@localhost").is_some());
+        assert!(email_problem("a b@example.com").is_some());
+        assert!(email_problem("ann@@example.com").is_some());
+        assert!(email_problem("@example.com").is_some());
+        assert!(email_problem("ann@example..com").is_some());
+        assert!(email_problem("ann@exa_mple.com").is_some());
+    }
+}

@@ -1,0 +1,775 @@
+//! The diff engine: desired state + actual state + policy → [`Plan`].
+//!
+//! [`compute`] is a pure, deterministic function: no I/O, no clock, ordered
+//! maps only, actions sorted by phase then key, so the same inputs always give
+//! the same plan whatever order the source file listed people in. The phases
+//! put destructive work last, so a run cut short leaves the target as intact
+//! as possible:
+//!
+//! 1. create groups (and link adopted ones)
+//! 2. create / update users
+//! 3. add members
+//! 4. remove members
+//! 5. disable users
+//! 6. delete users
+//! 7. delete groups
+//!
+//! Only accounts scimsync manages (a stored link) are ever disabled or
+//! deleted. Users whose source record was rejected are "held": nothing is done
+//! to their account or memberships until the record is fixed.
+
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{Deprovision, Policy};
+use crate::mapping::ScopeStats;
+use crate::model::{Reject, ScimId, SourceId};
+use crate::scim::AttrPath;
+
+/// A user's target attributes: SCIM attribute path → JSON value.
+pub type Attrs = BTreeMap<String, Value>;
+
+/// A user as the target should have it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DesiredUser {
+    /// Mapped userName (also in `attrs`), for labels.
+    pub user_name: String,
+    /// Mapped work email, for labels and reports.
+    pub email: String,
+    /// Every mapped attribute, `externalId` and `active` included.
+    pub attrs: Attrs,
+}
+
+/// A group as the target should have it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredGroup {
+    /// Name in the target.
+    pub display_name: String,
+    /// Members by user source id (provisioned users only).
+    pub members: BTreeSet<SourceId>,
+}
+
+/// What the target should look like, from the source after mapping and scope.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Desired {
+    /// Users to provision.
+    pub users: BTreeMap<SourceId, DesiredUser>,
+    /// Groups to push.
+    pub groups: BTreeMap<SourceId, DesiredGroup>,
+    /// Users whose record was rejected: leave their accounts alone.
+    pub held_users: BTreeSet<SourceId>,
+    /// Groups whose record was rejected: leave them alone.
+    pub held_groups: BTreeSet<SourceId>,
+    /// Valid source users left out by the scope rules.
+    pub out_of_scope: BTreeSet<SourceId>,
+    /// Records rejected by the loader or the mapping.
+    pub rejects: Vec<Reject>,
+    /// Attribute paths the mapping manages; others are never touched.
+    pub managed_paths: BTreeSet<String>,
+    /// Scope counts.
+    pub stats: ScopeStats,
+}
+
+/// How a target resource came to be associated with a source record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// A stored link from an earlier run.
+    Linked,
+    /// An unlinked target account whose externalId equals the source id.
+    MatchedExternalId,
+    /// An unlinked target account with the same userName.
+    MatchedUserName,
+    /// An unlinked target group with the same name.
+    MatchedDisplayName,
+}
+
+/// A user as the target has it (from a full read, or from the stored state).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActualUser {
+    /// The target's id.
+    pub scim_id: ScimId,
+    /// Current values of the managed attributes.
+    pub attrs: Attrs,
+    /// Linked or merely matched.
+    pub link: LinkState,
+    /// The values scimsync last pushed, when known and `attrs` came from a full
+    /// read: a difference between the two is drift (an edit made in the target).
+    pub pushed: Option<Attrs>,
+}
+
+impl ActualUser {
+    /// Whether the account is active (absent `active` counts as active).
+    pub fn active(&self) -> bool {
+        self.attrs.get("active") != Some(&Value::Bool(false))
+    }
+
+    fn user_name(&self) -> String {
+        self.attrs
+            .get("userName")
+            .and_then(Value::as_str)
+            .unwrap_or(self.scim_id.as_str())
+            .to_owned()
+    }
+}
+
+/// A group as the target has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualGroup {
+    /// The target's id.
+    pub scim_id: ScimId,
+    /// Its name in the target.
+    pub display_name: String,
+    /// Its externalId in the target, when known.
+    pub external_id: Option<String>,
+    /// Members that are managed users, by source id.
+    pub members: BTreeSet<SourceId>,
+    /// Members the engine does not manage: target id → label.
+    pub foreign_members: BTreeMap<ScimId, String>,
+    /// Linked or merely matched.
+    pub link: LinkState,
+}
+
+/// A problem found while matching the target, reported as a skipped item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// `user` or `group`.
+    pub resource: String,
+    /// Source id concerned.
+    pub source_id: SourceId,
+    /// userName or group name.
+    pub label: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+/// What the target looks like, as far as this engine is concerned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Actual {
+    /// Managed (linked) or matched users, by source id.
+    pub users: BTreeMap<SourceId, ActualUser>,
+    /// Managed or matched groups, by source id.
+    pub groups: BTreeMap<SourceId, ActualGroup>,
+    /// True when read in full from the target in this run (reconcile): absence
+    /// is then proven and creates need no lookup first.
+    pub complete: bool,
+    /// Target accounts that are neither linked nor matched (left untouched).
+    pub unmanaged_users: usize,
+    /// Target groups neither linked nor matched.
+    pub unmanaged_groups: usize,
+    /// Matching problems.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// One attribute change of an update.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// SCIM attribute path.
+    pub path: String,
+    /// Current value (None: absent).
+    pub old: Option<Value>,
+    /// New value (None: remove).
+    pub new: Option<Value>,
+    /// True when the target drifted from what scimsync last pushed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drift: bool,
+}
+
+/// A member in a membership action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user's source id; `None` for a target account the engine does not manage.
+    pub user: Option<SourceId>,
+    /// userName (or the target id) for humans.
+    pub label: String,
+    /// The user's target id when known at plan time (unknown for users created in this run).
+    pub scim_id: Option<ScimId>,
+}
+
+/// Why an account is deprovisioned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Why {
+    /// No longer in the source.
+    NotInSource,
+    /// In the source but out of scope.
+    OutOfScope,
+    /// Marked inactive in the source.
+    InactiveInSource,
+}
+
+impl Why {
+    /// Words for the plan and report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Why::NotInSource => "no longer in the source",
+            Why::OutOfScope => "out of scope",
+            Why::InactiveInSource => "inactive in the source",
+        }
+    }
+}
+
+/// One planned change to the target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// POST /Groups.
+    CreateGroup {
+        /// Source id (sent as externalId).
+        group: SourceId,
+        /// Name.
+        display_name: String,
+    },
+    /// Link an existing group, and PATCH its externalId when it differs.
+    UpdateGroup {
+        /// Source id.
+        group: SourceId,
+        /// Target id.
+        scim_id: ScimId,
+        /// Name.
+        display_name: String,
+        /// Attribute changes (externalId).
+        changes: Vec<Change>,
+        /// Set when this adopts an unlinked group.
+        adopt: Option<LinkState>,
+    },
+    /// POST /Users.
+    CreateUser {
+        /// Source id (externalId).
+        user: SourceId,
+        /// userName.
+        user_name: String,
+        /// Full attribute set to send.
+        attrs: Attrs,
+        /// Look the account up (externalId, then userName) before POSTing:
+        /// set when the plan was not computed from a full read of the target.
+        lookup_first: bool,
+    },
+    /// PATCH /Users/{id}, one operation per changed attribute; or a link-only adoption.
+    UpdateUser {
+        /// Source id.
+        user: SourceId,
+        /// Target id.
+        scim_id: ScimId,
+        /// userName.
+        user_name: String,
+        /// Attribute changes.
+        changes: Vec<Change>,
+        /// Set when this adopts an unlinked account.
+        adopt: Option<LinkState>,
+        /// For an adoption: every managed attribute as it will be after the
+        /// update (stored as the state last pushed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<Attrs>,
+    },
+    /// PATCH /Groups/{id} add members (one chunk).
+    AddMembers {
+        /// Group source id.
+        group: SourceId,
+        /// Group name.
+        display_name: String,
+        /// Group target id (None: created in this run).
+        group_scim_id: Option<ScimId>,
+        /// Members to add.
+        members: Vec<Member>,
+    },
+    /// PATCH /Groups/{id} remove members (one chunk).
+    RemoveMembers {
+        /// Group source id.
+        group: SourceId,
+        /// Group name.
+        display_name: String,
+        /// Group target id.
+        group_scim_id: ScimId,
+        /// Members to remove.
+        members: Vec<Member>,
+    },
+    /// PATCH /Users/{id} active=false.
+    DisableUser {
+        /// Source id.
+        user: SourceId,
+        /// Target id.
+        scim_id: ScimId,
+        /// userName.
+        user_name: String,
+        /// Why.
+        why: Why,
+    },
+    /// DELETE /Users/{id}.
+    DeleteUser {
+        /// Source id.
+        user: SourceId,
+        /// Target id.
+        scim_id: ScimId,
+        /// userName.
+        user_name: String,
+        /// Why.
+        why: Why,
+    },
+    /// DELETE /Groups/{id}.
+    DeleteGroup {
+        /// Source id.
+        group: SourceId,
+        /// Target id.
+        scim_id: ScimId,
+        /// Name.
+        display_name: String,
+    },
+}
+
+impl Action {
+    /// Execution phase (1–7); actions of one phase are independent of each other.
+    pub fn phase(&self) -> u8 {
+        match self {
+            Action::CreateGroup { .. } | Action::UpdateGroup { .. } => 1,
+            Action::CreateUser { .. } | Action::UpdateUser { .. } => 2,
+            Action::AddMembers { .. } => 3,
+            Action::RemoveMembers { .. } => 4,
+            Action::DisableUser { .. } => 5,
+            Action::DeleteUser { .. } => 6,
+            Action::DeleteGroup { .. } => 7,
+        }
+    }
+
+    /// The source id the action is about (group id for membership actions).
+    pub fn subject(&self) -> &SourceId {
+        match self {
+            Action::CreateGroup { group, .. }
+            | Action::UpdateGroup { group, .. }
+            | Action::AddMembers { group, .. }
+            | Action::RemoveMembers { group, .. }
+            | Action::DeleteGroup { group, .. } => group,
+            Action::CreateUser { user, .. }
+            | Action::UpdateUser { user, .. }
+            | Action::DisableUser { user, .. }
+            | Action::DeleteUser { user, .. } => user,
+        }
+    }
+
+    /// Short verb used in reports: `create`, `update`, `link`, `add_member`, ...
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::CreateGroup { .. } | Action::CreateUser { .. } => "create",
+            Action::UpdateGroup { adopt: Some(_), changes, .. }
+            | Action::UpdateUser { adopt: Some(_), changes, .. }
+                if changes.is_empty() =>
+            {
+                "link"
+            }
+            Action::UpdateGroup { .. } | Action::UpdateUser { .. } => "update",
+            Action::AddMembers { .. } => "add_member",
+            Action::RemoveMembers { .. } => "remove_member",
+            Action::DisableUser { .. } => "disable",
+            Action::DeleteUser { .. } | Action::DeleteGroup { .. } => "delete",
+        }
+    }
+
+    /// `user`, `group` or `membership`.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            Action::CreateGroup { .. } | Action::UpdateGroup { .. } | Action::DeleteGroup { .. } => {
+                "group"
+            }
+            Action::AddMembers { .. } | Action::RemoveMembers { .. } => "membership",
+            _ => "user",
+        }
+    }
+
+    /// Whether the action sends a request (a link-only adoption does not).
+    pub fn sends_request(&self) -> bool {
+        !matches!(
+            self,
+            Action::UpdateUser { changes, adopt: Some(_), .. }
+            | Action::UpdateGroup { changes, adopt: Some(_), .. } if changes.is_empty()
+        )
+    }
+}
+
+/// Counts of a plan, for the summary line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Users to create.
+    pub users_create: usize,
+    /// Users to update (re-enable included).
+    pub users_update: usize,
+    /// Existing accounts to link.
+    pub users_link: usize,
+    /// Users to disable.
+    pub users_disable: usize,
+    /// Users to delete.
+    pub users_delete: usize,
+    /// Groups to create.
+    pub groups_create: usize,
+    /// Groups to update or link.
+    pub groups_update: usize,
+    /// Groups to delete.
+    pub groups_delete: usize,
+    /// Member additions.
+    pub members_add: usize,
+    /// Member removals.
+    pub members_remove: usize,
+    /// Rejected records.
+    pub invalid: usize,
+    /// Conflicts (skipped).
+    pub conflicts: usize,
+}
+
+/// The plan: ordered actions plus what could not be planned.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Actions sorted by phase, then subject.
+    pub actions: Vec<Action>,
+    /// Source records that were rejected (listed, reported, not provisioned).
+    pub rejects: Vec<Reject>,
+    /// Matching conflicts (reported as skipped).
+    pub conflicts: Vec<Conflict>,
+    /// Counts.
+    pub summary: Summary,
+    /// Context for humans: scope counts, unmanaged target accounts.
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// True when there is nothing to send or link.
+    pub fn has_changes(&self) -> bool {
+        !self.actions.is_empty()
+    }
+}
+
+/// Compare two attribute values as the target would (emails case-insensitively).
+fn same_value(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::String(x)), Some(Value::String(y)))
+            if AttrPath::parse(path).is_some_and(|p| p.case_insensitive()) =>
+        {
+            x.to_lowercase() == y.to_lowercase()
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// Attribute changes that turn `actual` into `desired`, over the managed paths.
+/// `active` is left out: enabling and disabling are decided by the caller.
+fn attr_changes(
+    managed: &BTreeSet<String>,
+    desired: &Attrs,
+    actual: &ActualUser,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for path in managed {
+        if path == "active" {
+            continue;
+        }
+        let want = desired.get(path);
+        let have = actual.attrs.get(path);
+        if same_value(path, want, have) {
+            continue;
+        }
+        let drift = actual.pushed.as_ref().is_some_and(|pushed| {
+            same_value(path, pushed.get(path), want)
+        });
+        changes.push(Change {
+            path: path.clone(),
+            old: have.cloned(),
+            new: want.cloned(),
+            drift,
+        });
+    }
+    changes
+}
+
+fn chunks(members: Vec<Member>, size: usize) -> Vec<Vec<Member>> {
+    members
+        .chunks(size.max(1))
+        .map(<[Member]>::to_vec)
+        .collect()
+}
+
+/// Compute the plan that turns `actual` into `desired` under `policy`.
+pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
+    let mut actions = Vec::new();
+    let mut summary = Summary::default();
+
+    // Conflicted records are neither created nor touched.
+    let conflicted: BTreeSet<&SourceId> = actual.conflicts.iter().map(|c| &c.source_id).collect();
+
+    // --- users ---------------------------------------------------------------
+    let mut will_exist: BTreeSet<&SourceId> = BTreeSet::new();
+    let mut being_deleted: BTreeSet<&SourceId> = BTreeSet::new();
+    for (id, want) in &desired.users {
+        let want_active = want.attrs.get("active") != Some(&Value::Bool(false));
+        match actual.users.get(id) {
+            Some(have) => {
+                will_exist.insert(id);
+                let adopt = (have.link != LinkState::Linked).then_some(have.link);
+                let mut changes = if policy.update_users || adopt.is_some() {
+                    attr_changes(&desired.managed_paths, &want.attrs, have)
+                } else {
+                    Vec::new()
+                };
+                if !policy.update_users {
+                    // Adoption still links; attribute updates are switched off.
+                    changes.clear();
+                }
+                if want_active && !have.active() && policy.update_users {
+                    changes.push(Change {
+                        path: "active".into(),
+                        old: Some(Value::Bool(false)),
+                        new: Some(Value::Bool(true)),
+                        drift: have.pushed.as_ref().is_some_and(|p| {
+                            p.get("active") == Some(&Value::Bool(true))
+                        }),
+                    });
+                    changes.sort_by(|a, b| a.path.cmp(&b.path));
+                }
+                if !changes.is_empty() || adopt.is_some() {
+                    if adopt.is_some() && changes.is_empty() {
+                        summary.users_link += 1;
+                    } else {
+                        summary.users_update += 1;
+                    }
+                    let after = adopt.map(|_| {
+                        let mut after = have.attrs.clone();
+                        for c in &changes {
+                            match &c.new {
+                                Some(v) => after.insert(c.path.clone(), v.clone()),
+                                None => after.remove(&c.path),
+                            };
+                        }
+                        after
+                    });
+                    actions.push(Action::UpdateUser {
+                        user: id.clone(),
+                        scim_id: have.scim_id.clone(),
+                        user_name: want.user_name.clone(),
+                        changes,
+                        adopt,
+                        after,
+                    });
+                }
+                if !want_active && have.active() && policy.update_users {
+                    summary.users_disable += 1;
+                    actions.push(Action::DisableUser {
+                        user: id.clone(),
+                        scim_id: have.scim_id.clone(),
+                        user_name: want.user_name.clone(),
+                        why: Why::InactiveInSource,
+                    });
+                }
+            }
+            None => {
+                if want_active && policy.create_users && !conflicted.contains(id) {
+                    will_exist.insert(id);
+                    summary.users_create += 1;
+                    actions.push(Action::CreateUser {
+                        user: id.clone(),
+                        user_name: want.user_name.clone(),
+                        attrs: want.attrs.clone(),
+                        lookup_first: !actual.complete,
+                    });
+                }
+            }
+        }
+    }
+    for (id, have) in &actual.users {
+        if desired.users.contains_key(id)
+            || desired.held_users.contains(id)
+            || have.link != LinkState::Linked
+        {
+            continue;
+        }
+        let why = if desired.out_of_scope.contains(id) {
+            Why::OutOfScope
+        } else {
+            Why::NotInSource
+        };
+        match policy.deprovision {
+            Deprovision::Disable if have.active() => {
+                summary.users_disable += 1;
+                actions.push(Action::DisableUser {
+                    user: id.clone(),
+                    scim_id: have.scim_id.clone(),
+                    user_name: have.user_name(),
+                    why,
+                });
+            }
+            Deprovision::Delete => {
+                being_deleted.insert(id);
+                summary.users_delete += 1;
+                actions.push(Action::DeleteUser {
+                    user: id.clone(),
+                    scim_id: have.scim_id.clone(),
+                    user_name: have.user_name(),
+                    why,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    // --- groups --------------------------------------------------------------
+    let label = |id: &SourceId| -> String {
+        desired
+            .users
+            .get(id)
+            .map(|u| u.user_name.clone())
+            .or_else(|| actual.users.get(id).map(ActualUser::user_name))
+            .unwrap_or_else(|| id.to_string())
+    };
+    let scim_of = |id: &SourceId| actual.users.get(id).map(|u| u.scim_id.clone());
+    for (gid, want) in &desired.groups {
+        let (group_scim_id, current, foreign) = match actual.groups.get(gid) {
+            Some(have) => {
+                let adopt = (have.link != LinkState::Linked).then_some(have.link);
+                let mut changes = Vec::new();
+                if policy.update_groups && have.external_id.as_deref() != Some(gid.as_str()) {
+                    changes.push(Change {
+                        path: "externalId".into(),
+                        old: have.external_id.clone().map(Value::String),
+                        new: Some(Value::String(gid.0.clone())),
+                        drift: false,
+                    });
+                }
+                if adopt.is_some() || !changes.is_empty() {
+                    summary.groups_update += 1;
+                    actions.push(Action::UpdateGroup {
+                        group: gid.clone(),
+                        scim_id: have.scim_id.clone(),
+                        display_name: want.display_name.clone(),
+                        changes,
+                        adopt,
+                    });
+                }
+                (
+                    Some(have.scim_id.clone()),
+                    have.members.clone(),
+                    have.foreign_members.clone(),
+                )
+            }
+            None => {
+                if !policy.create_groups || conflicted.contains(gid) {
+                    continue;
+                }
+                summary.groups_create += 1;
+                actions.push(Action::CreateGroup {
+                    group: gid.clone(),
+                    display_name: want.display_name.clone(),
+                });
+                (None, BTreeSet::new(), BTreeMap::new())
+            }
+        };
+        if !policy.sync_memberships {
+            continue;
+        }
+        let adds: Vec<Member> = want
+            .members
+            .iter()
+            .filter(|m| !current.contains(*m) && will_exist.contains(*m))
+            .map(|m| Member {
+                user: Some(m.clone()),
+                label: label(m),
+                scim_id: scim_of(m),
+            })
+            .collect();
+        summary.members_add += adds.len();
+        for chunk in chunks(adds, policy.member_chunk) {
+            actions.push(Action::AddMembers {
+                group: gid.clone(),
+                display_name: want.display_name.clone(),
+                group_scim_id: group_scim_id.clone(),
+                members: chunk,
+            });
+        }
+        let Some(group_scim_id) = group_scim_id else {
+            continue;
+        };
+        let mut removes: Vec<Member> = current
+            .iter()
+            .filter(|m| {
+                !want.members.contains(*m)
+                    && !desired.held_users.contains(*m)
+                    && !being_deleted.contains(*m)
+            })
+            .filter_map(|m| {
+                scim_of(m).map(|s| Member {
+                    user: Some(m.clone()),
+                    label: label(m),
+                    scim_id: Some(s),
+                })
+            })
+            .collect();
+        removes.extend(foreign.iter().map(|(sid, l)| Member {
+            user: None,
+            label: l.clone(),
+            scim_id: Some(sid.clone()),
+        }));
+        summary.members_remove += removes.len();
+        for chunk in chunks(removes, policy.member_chunk) {
+            actions.push(Action::RemoveMembers {
+                group: gid.clone(),
+                display_name: want.display_name.clone(),
+                group_scim_id: group_scim_id.clone(),
+                members: chunk,
+            });
+        }
+    }
+    if policy.delete_groups {
+        for (gid, have) in &actual.groups {
+            if desired.groups.contains_key(gid)
+                || desired.held_groups.contains(gid)
+                || have.link != LinkState::Linked
+            {
+                continue;
+            }
+            summary.groups_delete += 1;
+            actions.push(Action::DeleteGroup {
+                group: gid.clone(),
+                scim_id: have.scim_id.clone(),
+                display_name: have.display_name.clone(),
+            });
+        }
+    }
+
+    // Stable order: phase, then subject; chunks of one group keep their order.
+    actions.sort_by(|a, b| a.phase().cmp(&b.phase()).then_with(|| a.subject().cmp(b.subject())));
+
+    summary.invalid = desired.rejects.len();
+    summary.conflicts = actual.conflicts.len();
+    let mut notes = Vec::new();
+    let s = &desired.stats;
+    if s.out_of_group_scope > 0 {
+        notes.push(format!(
+            "{} source users are not members of a scope group (not provisioned)",
+            s.out_of_group_scope
+        ));
+    }
+    if s.out_of_domain_scope > 0 {
+        notes.push(format!(
+            "{} source users have an email outside the authorized domains (not provisioned)",
+            s.out_of_domain_scope
+        ));
+    }
+    if s.groups_not_pushed > 0 {
+        notes.push(format!("{} source groups are not selected for pushing", s.groups_not_pushed));
+    }
+    if actual.unmanaged_users > 0 || actual.unmanaged_groups > 0 {
+        notes.push(format!(
+            "{} users and {} groups in the target are not managed by scimsync (left untouched)",
+            actual.unmanaged_users, actual.unmanaged_groups
+        ));
+    }
+    Plan {
+        actions,
+        rejects: desired.rejects.clone(),
+        conflicts: actual.conflicts.clone(),
+        summary,
+        notes,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,266 @@
+//! Plan output: terraform-shaped text for humans, JSON for machines.
+//!
+//! The text reads without colour: a symbol column (`+` create, `~` update,
+//! `!` disable, `-` delete), nested `attr: old -> new` lines, member `+`/`-`
+//! lines under their group, a legend of the symbols used and one summary line.
+//! "No changes." when there is nothing to do.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use super::{Action, Change, LinkState, Plan};
+
+/// ANSI styling, or none.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    /// Whether to emit ANSI colour codes.
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn sym(&self, sym: char) -> String {
+        let code = match sym {
+            '+' => "32",
+            '~' => "33",
+            '!' => "35",
+            '-' => "31",
+            _ => "0",
+        };
+        self.paint(code, &sym.to_string())
+    }
+}
+
+fn show(v: &Option<Value>) -> String {
+    match v {
+        None => "(none)".into(),
+        Some(Value::String(s)) => format!("{s:?}"),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn adopt_words(link: LinkState) -> &'static str {
+    match link {
+        LinkState::Linked => "linked",
+        LinkState::MatchedExternalId => "adopt existing account matched by externalId",
+        LinkState::MatchedUserName => "adopt existing account matched by userName",
+        LinkState::MatchedDisplayName => "adopt existing group matched by name",
+    }
+}
+
+fn change_lines(out: &mut String, style: Style, changes: &[Change]) {
+    for c in changes {
+        let drift = if c.drift { "  (changed in the target)" } else { "" };
+        let _ = writeln!(
+            out,
+            "        {} {}: {} -> {}{drift}",
+            style.sym('~'),
+            c.path,
+            show(&c.old),
+            show(&c.new)
+        );
+    }
+}
+
+/// Render a plan for a terminal or a log. `header` lines go first.
+pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
+    let mut out = String::new();
+    for line in header {
+        let _ = writeln!(out, "{line}");
+    }
+    for note in &plan.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    if !header.is_empty() || !plan.notes.is_empty() {
+        out.push('\n');
+    }
+
+    let mut used = [false; 4]; // + ~ ! -
+    let mut users = String::new();
+    for a in &plan.actions {
+        match a {
+            Action::CreateUser { user_name, attrs, lookup_first, .. } => {
+                used[0] = true;
+                let name = attrs.get("displayName").and_then(Value::as_str).unwrap_or("");
+                let look = if *lookup_first { "  (matched first if it exists)" } else { "" };
+                let _ = writeln!(users, "  {} user  {user_name}  ({name}){look}", style.sym('+'));
+            }
+            Action::UpdateUser { user_name, changes, adopt, .. } => {
+                used[1] = true;
+                let how = adopt.map(|l| format!("  ({})", adopt_words(l))).unwrap_or_default();
+                let _ = writeln!(users, "  {} user  {user_name}{how}", style.sym('~'));
+                change_lines(&mut users, style, changes);
+            }
+            Action::DisableUser { user_name, why, .. } => {
+                used[2] = true;
+                let _ = writeln!(
+                    users,
+                    "  {} user  {user_name}  (disable: {}; active true -> false)",
+                    style.sym('!'),
+                    why.describe()
+                );
+            }
+            Action::DeleteUser { user_name, why, .. } => {
+                used[3] = true;
+                let _ = writeln!(users, "  {} user  {user_name}  (delete: {})", style.sym('-'), why.describe());
+            }
+            _ => {}
+        }
+    }
+
+    // Groups with their membership changes nested underneath.
+    #[derive(Default)]
+    struct G {
+        head: Option<String>,
+        adds: Vec<String>,
+        removes: Vec<String>,
+    }
+    let mut groups: BTreeMap<(String, String), G> = BTreeMap::new();
+    for a in &plan.actions {
+        match a {
+            Action::CreateGroup { group, display_name } => {
+                used[0] = true;
+                groups.entry((display_name.clone(), group.0.clone())).or_default().head =
+                    Some(format!("  {} group {display_name}", style.sym('+')));
+            }
+            Action::UpdateGroup { group, display_name, changes, adopt, .. } => {
+                used[1] = true;
+                let how = adopt.map(|l| format!("  ({})", adopt_words(l))).unwrap_or_default();
+                let mut head = format!("  {} group {display_name}{how}\n", style.sym('~'));
+                change_lines(&mut head, style, changes);
+                groups.entry((display_name.clone(), group.0.clone())).or_default().head =
+                    Some(head.trim_end().to_owned());
+            }
+            Action::DeleteGroup { group, display_name, .. } => {
+                used[3] = true;
+                groups.entry((display_name.clone(), group.0.clone())).or_default().head =
+                    Some(format!("  {} group {display_name}", style.sym('-')));
+            }
+            Action::AddMembers { group, display_name, members, .. } => {
+                used[0] = true;
+                let g = groups.entry((display_name.clone(), group.0.clone())).or_default();
+                g.adds.extend(members.iter().map(|m| m.label.clone()));
+            }
+            Action::RemoveMembers { group, display_name, members, .. } => {
+                used[3] = true;
+                let g = groups.entry((display_name.clone(), group.0.clone())).or_default();
+                g.removes.extend(members.iter().map(|m| m.label.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    if plan.has_changes() {
+        out.push_str("scimsync will perform these actions:\n\n");
+        out.push_str(&users);
+        for ((name, _), g) in &groups {
+            match &g.head {
+                Some(h) => {
+                    let _ = writeln!(out, "{h}");
+                }
+                None => {
+                    used[1] = true;
+                    let _ = writeln!(out, "  {} group {name}", style.sym('~'));
+                }
+            }
+            for m in &g.adds {
+                let _ = writeln!(out, "        {} member {m}", style.sym('+'));
+            }
+            for m in &g.removes {
+                let _ = writeln!(out, "        {} member {m}", style.sym('-'));
+            }
+        }
+        out.push('\n');
+    }
+
+    if !plan.rejects.is_empty() {
+        let _ = writeln!(
+            out,
+            "Invalid records ({}), not provisioned; their target accounts are left untouched:",
+            plan.rejects.len()
+        );
+        for r in &plan.rejects {
+            let who = match (&r.source_id, &r.label) {
+                (Some(id), Some(l)) => format!("id {id}, {l}"),
+                (Some(id), None) => format!("id {id}"),
+                (None, Some(l)) => l.clone(),
+                (None, None) => "no id".into(),
+            };
+            let _ = writeln!(out, "  {} ({who}): {}", r.origin, r.reason);
+        }
+        out.push('\n');
+    }
+    if !plan.conflicts.is_empty() {
+        let _ = writeln!(out, "Conflicts ({}), skipped:", plan.conflicts.len());
+        for c in &plan.conflicts {
+            let _ = writeln!(out, "  {} {} (id {}): {}", c.resource, c.label, c.source_id, c.reason);
+        }
+        out.push('\n');
+    }
+
+    if !plan.has_changes() {
+        out.push_str(&style.paint("1;32", "No changes."));
+        out.push_str(" The target matches the source directory.\n");
+        return out;
+    }
+
+    let legend: Vec<String> = [('+', "create"), ('~', "update"), ('!', "disable"), ('-', "delete")]
+        .iter()
+        .zip(used)
+        .filter(|(_, u)| *u)
+        .map(|((s, w), _)| format!("{} {w}", style.sym(*s)))
+        .collect();
+    let _ = writeln!(out, "Symbols: {}", legend.join(", "));
+    let _ = writeln!(out, "{}", summary_line(plan));
+    out
+}
+
+/// `Plan: 3 to create, 1 to update, ...` in one line.
+pub fn summary_line(plan: &Plan) -> String {
+    let s = &plan.summary;
+    let mut parts = vec![
+        format!("{} to create", s.users_create + s.groups_create),
+        format!("{} to update", s.users_update + s.groups_update),
+    ];
+    if s.users_link > 0 {
+        parts.push(format!("{} to link", s.users_link));
+    }
+    parts.push(format!("{} to disable", s.users_disable));
+    parts.push(format!("{} to delete", s.users_delete + s.groups_delete));
+    let mut line = format!(
+        "Plan: {}; {} membership changes (+{} -{})",
+        parts.join(", "),
+        s.members_add + s.members_remove,
+        s.members_add,
+        s.members_remove
+    );
+    if s.invalid > 0 {
+        let _ = write!(line, "; {} invalid records", s.invalid);
+    }
+    if s.conflicts > 0 {
+        let _ = write!(line, "; {} conflicts", s.conflicts);
+    }
+    line.push('.');
+    line
+}
+
+/// The plan as a JSON document (stable field names; see README).
+pub fn render_json(plan: &Plan, context: Value) -> Value {
+    serde_json::json!({
+        "context": context,
+        "has_changes": plan.has_changes(),
+        "summary": plan.summary,
+        "actions": plan.actions,
+        "invalid": plan.rejects,
+        "conflicts": plan.conflicts,
+        "notes": plan.notes,
+    })
+}

@@ -1,0 +1,321 @@
+//! Source loaders: CSV and JSON directory exports → [`Snapshot`].
+//!
+//! A loader never aborts a run for one bad record: it rejects the record with
+//! its file, line and reason and goes on. It fails as a whole (exit 2) only
+//! when the file cannot be used at all — missing, unreadable, no header row, no
+//! `id` column, JSON that does not parse — because planning against half a
+//! directory would deprovision the other half.
+
+mod csv;
+mod json;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::config::{SourceKind, SourceSettings};
+use crate::mapping::parse_bool;
+use crate::model::{
+    Origin, RecordKind, Reject, STANDARD_FIELDS, Snapshot, SourceGroup, SourceId, SourceUser,
+    email_problem,
+};
+
+/// Longest accepted field value, in bytes.
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// A source that cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file's structure is unusable.
+    #[error("{}: {message}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with a line when known).
+        message: String,
+    },
+}
+
+/// Load the configured source.
+pub fn load(settings: &SourceSettings) -> Result<Snapshot, SourceError> {
+    let mut builder = Builder::new(settings);
+    match settings.kind {
+        SourceKind::Csv => {
+            csv::load_users(&settings.users, settings, &mut builder)?;
+            if let Some(groups) = &settings.groups {
+                csv::load_groups(groups, settings, &mut builder)?;
+            }
+        }
+        SourceKind::Json => {
+            json::load(&settings.users, settings, &mut builder, true)?;
+            if let Some(groups) = &settings.groups {
+                json::load(groups, settings, &mut builder, false)?;
+            }
+        }
+    }
+    Ok(builder.finish())
+}
+
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, SourceError> {
+    std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Maps a file's column/key names to canonical field names.
+pub(crate) struct Columns {
+    rename: HashMap<String, String>,
+}
+
+impl Columns {
+    pub(crate) fn new(settings: &SourceSettings) -> Self {
+        let rename = settings
+            .columns
+            .iter()
+            .map(|(canonical, column)| (column.trim().to_owned(), canonical.clone()))
+            .collect();
+        Columns { rename }
+    }
+
+    /// The canonical name of a column: an explicit mapping, else a standard
+    /// name (case-insensitive), else the column name itself (a custom field).
+    pub(crate) fn canonical(&self, column: &str) -> String {
+        let column = column.trim();
+        if let Some(c) = self.rename.get(column) {
+            return c.clone();
+        }
+        let lower = column.to_ascii_lowercase();
+        if lower == "id"
+            || lower == "active"
+            || lower == "groups"
+            || STANDARD_FIELDS.contains(&lower.as_str())
+        {
+            return lower;
+        }
+        column.to_owned()
+    }
+}
+
+/// Collects records, validates them one at a time and resolves duplicates.
+pub(crate) struct Builder<'a> {
+    settings: &'a SourceSettings,
+    users: Vec<SourceUser>,
+    groups: Vec<SourceGroup>,
+    group_index: BTreeMap<String, usize>,
+    rejects: Vec<Reject>,
+}
+
+impl<'a> Builder<'a> {
+    fn new(settings: &'a SourceSettings) -> Self {
+        Builder {
+            settings,
+            users: Vec::new(),
+            groups: Vec::new(),
+            group_index: BTreeMap::new(),
+            rejects: Vec::new(),
+        }
+    }
+
+    pub(crate) fn reject(
+        &mut self,
+        kind: RecordKind,
+        origin: Origin,
+        source_id: Option<String>,
+        label: Option<String>,
+        reason: String,
+    ) {
+        self.rejects.push(Reject {
+            kind,
+            origin,
+            source_id: source_id.filter(|s| !s.is_empty()).map(SourceId),
+            label: label.filter(|s| !s.is_empty()),
+            reason,
+        });
+    }
+
+    /// Validate one user record given as canonical field → value.
+    pub(crate) fn user(&mut self, origin: Origin, mut fields: BTreeMap<String, String>) {
+        let id = fields.remove("id").unwrap_or_default().trim().to_owned();
+        let label = ["user_name", "email", "display_name"]
+            .iter()
+            .find_map(|f| fields.get(*f).filter(|v| !v.trim().is_empty()).cloned());
+        let reject = |b: &mut Self, reason: String| {
+            b.reject(RecordKind::User, origin.clone(), Some(id.clone()), label.clone(), reason)
+        };
+        if id.is_empty() {
+            return reject(self, "missing required value `id`".into());
+        }
+        if let Some((k, _)) = fields.iter().find(|(_, v)| v.len() > MAX_FIELD_BYTES) {
+            return reject(self, format!("field `{k}` is longer than {MAX_FIELD_BYTES} bytes"));
+        }
+        let active = match fields.remove("active") {
+            None => true,
+            Some(v) if v.trim().is_empty() => true,
+            Some(v) => match parse_bool(&v) {
+                Some(b) => b,
+                None => {
+                    return reject(self, format!("`active` is `{v}`, not true/false/yes/no/1/0"));
+                }
+            },
+        };
+        if let Some(email) = fields.get("email").map(|e| e.trim().to_owned())
+            && !email.is_empty()
+            && let Some(problem) = email_problem(&email)
+        {
+            return reject(self, format!("invalid email `{email}`: {problem}"));
+        }
+        let groups = fields
+            .remove("groups")
+            .map(|g| {
+                g.split(self.settings.list_separator.as_str())
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields = fields
+            .into_iter()
+            .map(|(k, v)| (k, v.trim().to_owned()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        self.users.push(SourceUser {
+            id: SourceId(id),
+            fields,
+            active,
+            groups,
+            origin,
+        });
+    }
+
+    /// Record a group (and optionally one member).
+    pub(crate) fn group(&mut self, origin: Origin, id: Option<String>, name: String, member: Option<String>) {
+        let name = name.trim().to_owned();
+        let id = id
+            .map(|i| i.trim().to_owned())
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| name.clone());
+        if name.is_empty() {
+            return self.reject(
+                RecordKind::Group,
+                origin,
+                Some(id),
+                None,
+                "missing required value `group` (the group name)".into(),
+            );
+        }
+        if name.len() > 255 || name.chars().any(char::is_control) {
+            return self.reject(
+                RecordKind::Group,
+                origin,
+                Some(id),
+                Some(name),
+                "group name is longer than 255 bytes or contains control characters".into(),
+            );
+        }
+        let idx = match self.group_index.get(&id) {
+            Some(&i) => {
+                if self.groups[i].name != name {
+                    let first = self.groups[i].origin.clone();
+                    return self.reject(
+                        RecordKind::Group,
+                        origin,
+                        Some(id),
+                        Some(name),
+                        format!("group id is used with another name at {first}"),
+                    );
+                }
+                i
+            }
+            None => {
+                self.groups.push(SourceGroup {
+                    id: SourceId(id.clone()),
+                    name,
+                    members: Default::default(),
+                    origin,
+                });
+                self.group_index.insert(id, self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        if let Some(m) = member.map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()) {
+            self.groups[idx].members.insert(SourceId(m));
+        }
+    }
+
+    fn finish(mut self) -> Snapshot {
+        // Duplicate ids: every occurrence is rejected (which one is right is unknowable).
+        let mut seen: HashMap<SourceId, Vec<usize>> = HashMap::new();
+        for (i, u) in self.users.iter().enumerate() {
+            seen.entry(u.id.clone()).or_default().push(i);
+        }
+        let mut dup = vec![false; self.users.len()];
+        let mut dup_rejects = Vec::new();
+        for idxs in seen.values().filter(|v| v.len() > 1) {
+            for &i in idxs {
+                dup[i] = true;
+                let u = &self.users[i];
+                let others: Vec<String> = idxs
+                    .iter()
+                    .filter(|&&j| j != i)
+                    .map(|&j| self.users[j].origin.location.clone())
+                    .collect();
+                dup_rejects.push((
+                    i,
+                    Reject {
+                        kind: RecordKind::User,
+                        origin: u.origin.clone(),
+                        source_id: Some(u.id.clone()),
+                        label: u.fields.get("user_name").or(u.fields.get("email")).cloned(),
+                        reason: format!("duplicate id `{}` (also at {})", u.id, others.join(", ")),
+                    },
+                ));
+            }
+        }
+        dup_rejects.sort_by_key(|(i, _)| *i);
+        self.rejects.extend(dup_rejects.into_iter().map(|(_, r)| r));
+        let mut users = Vec::with_capacity(self.users.len());
+        for (i, u) in std::mem::take(&mut self.users).into_iter().enumerate() {
+            if !dup[i] {
+                users.push(u);
+            }
+        }
+        // Memberships listed on user records (`groups` column) join groups by name.
+        let by_name: HashMap<String, usize> = self
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i))
+            .collect();
+        let mut extra: Vec<(String, SourceId, Origin)> = Vec::new();
+        for u in &users {
+            for g in &u.groups {
+                extra.push((g.clone(), u.id.clone(), u.origin.clone()));
+            }
+        }
+        for (name, member, origin) in extra {
+            match by_name.get(&name).copied().or_else(|| self.group_index.get(&name).copied()) {
+                Some(i) => {
+                    self.groups[i].members.insert(member);
+                }
+                None => self.group(origin, None, name, Some(member.0)),
+            }
+        }
+        Snapshot {
+            users,
+            groups: self.groups,
+            rejects: self.rejects,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,456 @@
+//! The SQLite store: account links, the state last pushed, runs and the
+//! provisioning report.
+//!
+//! One file, embedded (rusqlite with bundled SQLite), created owner-only
+//! (0600) because it holds directory data. WAL journal, `synchronous=NORMAL`,
+//! foreign keys on. The schema is versioned with `PRAGMA user_version` and
+//! migrated on open. During a run a single writer thread ([`Recorder`]) owns a
+//! connection and commits outcome rows and link updates in batches, one action
+//! per message so an action's outcome and its link change land together.
+
+mod recorder;
+pub mod report;
+
+pub use recorder::{OutcomeRow, Record, Recorder};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ScimId, SourceId};
+use crate::plan::Attrs;
+
+/// Ordered schema migrations; index + 1 is the `user_version` they lead to.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("store {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file could not be created.
+    #[error("store {}: {source}", path.display())]
+    Io {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was written by a newer scimsync.
+    #[error("store {}: schema version {found} is newer than this scimsync understands ({known}); upgrade scimsync", path.display())]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// Latest known here.
+        known: i64,
+    },
+}
+
+/// Milliseconds since the Unix epoch, now. The one place the store reads the clock.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// A stored user link.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserLink {
+    /// Source id.
+    pub source_id: SourceId,
+    /// Target id.
+    pub scim_id: ScimId,
+    /// Attributes last pushed.
+    pub state: Attrs,
+}
+
+/// A stored group link with the members last pushed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupLink {
+    /// Source id.
+    pub source_id: SourceId,
+    /// Target id.
+    pub scim_id: ScimId,
+    /// Name last pushed.
+    pub display_name: String,
+    /// Members last pushed, by user source id.
+    pub members: BTreeSet<SourceId>,
+}
+
+/// Final counts of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Planned actions.
+    pub actions: u64,
+    /// Applied.
+    pub applied: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Skipped (a dependency failed, a conflict).
+    pub skipped: u64,
+    /// Invalid source records.
+    pub invalid: u64,
+    /// Held by the deprovisioning guard.
+    pub held: u64,
+    /// HTTP requests sent.
+    pub requests: u64,
+    /// Retries.
+    pub retries: u64,
+    /// 429 answers.
+    pub throttled: u64,
+}
+
+/// The store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating owner-only if needed) and migrate.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        create_private(path)?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A throwaway in-memory store (a `plan` before the first `sync`).
+    pub fn memory() -> Result<Store, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let mut store = Store { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn configure(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.pragma_update(None, "user_version", i as i64 + 1))
+                .and_then(|_| tx.commit())
+                .map_err(|source| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Direct access for report queries.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Start a run row; returns its id.
+    pub fn begin_run(&self, app: &str, command: &str, reconcile: bool) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (app, command, reconcile, started_at, status) VALUES (?1, ?2, ?3, ?4, 'running')",
+                params![app, command, reconcile, now_ms()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Close a run row.
+    pub fn finish_run(
+        &self,
+        run_id: i64,
+        status: &str,
+        c: &RunCounts,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, actions = ?4, applied = ?5, failed = ?6,
+                 skipped = ?7, invalid = ?8, held = ?9, requests = ?10, retries = ?11, throttled = ?12, detail = ?13
+                 WHERE id = ?1",
+                params![
+                    run_id,
+                    now_ms(),
+                    status,
+                    c.actions as i64,
+                    c.applied as i64,
+                    c.failed as i64,
+                    c.skipped as i64,
+                    c.invalid as i64,
+                    c.held as i64,
+                    c.requests as i64,
+                    c.retries as i64,
+                    c.throttled as i64,
+                    detail
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// When the target was last read in full, if ever.
+    pub fn last_reconcile(&self, app: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT last_reconcile_at FROM targets WHERE app = ?1",
+                [app],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Record a completed full read of the target.
+    pub fn set_reconciled(&self, app: &str, base_url: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO targets (app, base_url, last_reconcile_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(app) DO UPDATE SET base_url = excluded.base_url, last_reconcile_at = excluded.last_reconcile_at",
+                params![app, base_url, at_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The base URL the store last reconciled this app against.
+    pub fn target_url(&self, app: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT base_url FROM targets WHERE app = ?1", [app], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// All user links of a target.
+    pub fn user_links(&self, app: &str) -> Result<Vec<UserLink>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT source_id, scim_id, state FROM user_links WHERE app = ?1 ORDER BY source_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([app], |r| {
+                let state: String = r.get(2)?;
+                Ok(UserLink {
+                    source_id: SourceId(r.get(0)?),
+                    scim_id: ScimId(r.get(1)?),
+                    state: serde_json::from_str(&state).unwrap_or_default(),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// All group links of a target, with stored members.
+    pub fn group_links(&self, app: &str) -> Result<Vec<GroupLink>, StoreError> {
+        let mut members: BTreeMap<String, BTreeSet<SourceId>> = BTreeMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT group_id, user_id FROM memberships WHERE app = ?1")
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map([app], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (g, u) = row.map_err(|e| self.err(e))?;
+                members.entry(g).or_default().insert(SourceId(u));
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source_id, scim_id, display_name FROM group_links WHERE app = ?1 ORDER BY source_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([app], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (sid, scim, name) = row.map_err(|e| self.err(e))?;
+            out.push(GroupLink {
+                members: members.remove(&sid).unwrap_or_default(),
+                source_id: SourceId(sid),
+                scim_id: ScimId(scim),
+                display_name: name,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Apply records in one transaction (used by the recorder and by tests).
+    pub fn apply(&mut self, records: &[Record]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let wrap = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        for rec in records {
+            recorder::apply_one(&tx, rec).map_err(wrap)?;
+        }
+        tx.commit().map_err(wrap)
+    }
+}
+
+/// Create the database file with mode 0600 if it does not exist yet.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn open_migrates_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        let v: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(store);
+        Store::open(&path).unwrap(); // reopening is a no-op migration
+    }
+
+    #[test]
+    fn links_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut state = Attrs::new();
+        state.insert("userName".into(), json!("ann"));
+        store
+            .apply(&[
+                Record::UserState {
+                    app: "a".into(),
+                    source_id: "1".into(),
+                    scim_id: "u1".into(),
+                    state: state.clone(),
+                },
+                Record::GroupLink {
+                    app: "a".into(),
+                    source_id: "g".into(),
+                    scim_id: "G1".into(),
+                    display_name: "Eng".into(),
+                },
+                Record::Members {
+                    app: "a".into(),
+                    group: "g".into(),
+                    add: vec!["1".into()],
+                    remove: vec![],
+                },
+            ])
+            .unwrap();
+        let users = store.user_links("a").unwrap();
+        assert_eq!(users[0].state, state);
+        let groups = store.group_links("a").unwrap();
+        assert_eq!(groups[0].members.len(), 1);
+        assert!(store.user_links("other").unwrap().is_empty());
+        store
+            .apply(&[Record::UserUnlink {
+                app: "a".into(),
+                source_id: "1".into(),
+            }])
+            .unwrap();
+        assert!(store.user_links("a").unwrap().is_empty());
+        // A deleted user also leaves the stored memberships.
+        assert!(store.group_links("a").unwrap()[0].members.is_empty());
+    }
+}

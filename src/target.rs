@@ -1,0 +1,302 @@
+//! The actual state of the target, as the planner needs it.
+//!
+//! Two ways to know it:
+//! * **incremental** — from the store: the links and the state scimsync last
+//!   pushed. No request at all; what was changed by hand in the target is not
+//!   seen until the next reconcile.
+//! * **reconcile** — a full paged read of Users and Groups. Links are checked
+//!   against what exists, unlinked accounts are matched (externalId, then
+//!   userName; groups by name), drift is visible to the planner, and stored
+//!   memberships are reset to what the target really has.
+//!
+//! Matching itself ([`reconcile`]) is a pure function over the listings.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde_json::Value;
+
+use crate::model::{ScimId, SourceId};
+use crate::plan::{Actual, ActualGroup, ActualUser, Conflict, Desired, LinkState};
+use crate::scim;
+use crate::store::{GroupLink, UserLink};
+
+/// Build the actual state from the store alone.
+pub fn from_store(users: &[UserLink], groups: &[GroupLink]) -> Actual {
+    Actual {
+        users: users
+            .iter()
+            .map(|l| {
+                (
+                    l.source_id.clone(),
+                    ActualUser {
+                        scim_id: l.scim_id.clone(),
+                        attrs: l.state.clone(),
+                        link: LinkState::Linked,
+                        pushed: None,
+                    },
+                )
+            })
+            .collect(),
+        groups: groups
+            .iter()
+            .map(|g| {
+                (
+                    g.source_id.clone(),
+                    ActualGroup {
+                        scim_id: g.scim_id.clone(),
+                        display_name: g.display_name.clone(),
+                        external_id: Some(g.source_id.0.clone()),
+                        members: g.members.clone(),
+                        foreign_members: BTreeMap::new(),
+                        link: LinkState::Linked,
+                    },
+                )
+            })
+            .collect(),
+        complete: false,
+        ..Actual::default()
+    }
+}
+
+/// What a full read found besides the actual state.
+#[derive(Debug, Default)]
+pub struct Reconciled {
+    /// The actual state.
+    pub actual: Actual,
+    /// Stored user links whose account no longer exists in the target.
+    pub stale_users: Vec<SourceId>,
+    /// Stored group links whose group no longer exists.
+    pub stale_groups: Vec<SourceId>,
+    /// Members now in each managed or matched group (by user source id), to
+    /// reset the stored memberships.
+    pub memberships: BTreeMap<SourceId, Vec<SourceId>>,
+}
+
+/// Options for matching.
+#[derive(Clone, Copy, Debug)]
+pub struct MatchRules {
+    /// userName compares case-insensitively.
+    pub user_name_ci: bool,
+    /// group names compare case-insensitively.
+    pub group_name_ci: bool,
+    /// Adopt same-named unlinked groups.
+    pub adopt_groups: bool,
+}
+
+fn fold(s: &str, ci: bool) -> String {
+    if ci { s.to_lowercase() } else { s.to_owned() }
+}
+
+/// Join a full listing of the target with the stored links and the desired state.
+pub fn reconcile(
+    desired: &Desired,
+    users: &[UserLink],
+    groups: &[GroupLink],
+    target_users: &[Value],
+    target_groups: &[Value],
+    rules: MatchRules,
+) -> Reconciled {
+    let mut out = Reconciled::default();
+    let managed = &desired.managed_paths;
+
+    let by_id: HashMap<ScimId, &Value> = target_users
+        .iter()
+        .filter_map(|u| scim::resource_id(u).map(|id| (id, u)))
+        .collect();
+    let mut claimed: HashSet<ScimId> = HashSet::new();
+    let mut scim_to_source: HashMap<ScimId, SourceId> = HashMap::new();
+
+    for link in users {
+        match by_id.get(&link.scim_id) {
+            Some(resource) => {
+                claimed.insert(link.scim_id.clone());
+                scim_to_source.insert(link.scim_id.clone(), link.source_id.clone());
+                out.actual.users.insert(
+                    link.source_id.clone(),
+                    ActualUser {
+                        scim_id: link.scim_id.clone(),
+                        attrs: scim::read_attrs(resource, managed.iter()),
+                        link: LinkState::Linked,
+                        pushed: Some(link.state.clone()),
+                    },
+                );
+            }
+            None => out.stale_users.push(link.source_id.clone()),
+        }
+    }
+
+    // Unlinked target accounts, indexed for matching.
+    let mut by_external: HashMap<&str, Vec<&Value>> = HashMap::new();
+    let mut by_name: HashMap<String, Vec<&Value>> = HashMap::new();
+    for u in target_users {
+        let Some(id) = scim::resource_id(u) else { continue };
+        if claimed.contains(&id) {
+            continue;
+        }
+        if let Some(x) = scim::str_attr(u, "externalId") {
+            by_external.entry(x).or_default().push(u);
+        }
+        if let Some(n) = scim::str_attr(u, "userName") {
+            by_name.entry(fold(n, rules.user_name_ci)).or_default().push(u);
+        }
+    }
+    for (sid, want) in &desired.users {
+        if out.actual.users.contains_key(sid) {
+            continue;
+        }
+        let candidates = [
+            (by_external.get(sid.as_str()), LinkState::MatchedExternalId),
+            (
+                by_name.get(&fold(&want.user_name, rules.user_name_ci)),
+                LinkState::MatchedUserName,
+            ),
+        ];
+        for (found, how) in candidates {
+            let Some(list) = found else { continue };
+            let free: Vec<&&Value> = list
+                .iter()
+                .filter(|v| scim::resource_id(v).is_some_and(|id| !claimed.contains(&id)))
+                .collect();
+            if free.len() > 1 && how == LinkState::MatchedExternalId {
+                out.actual.conflicts.push(Conflict {
+                    resource: "user".into(),
+                    source_id: sid.clone(),
+                    label: want.user_name.clone(),
+                    reason: format!(
+                        "{} target accounts carry externalId `{sid}`; link one by hand (scimsync links) or remove the duplicate",
+                        free.len()
+                    ),
+                });
+                break;
+            }
+            if let Some(resource) = free.first() {
+                let id = scim::resource_id(resource).expect("filtered on id");
+                claimed.insert(id.clone());
+                scim_to_source.insert(id.clone(), sid.clone());
+                out.actual.users.insert(
+                    sid.clone(),
+                    ActualUser {
+                        scim_id: id,
+                        attrs: scim::read_attrs(resource, managed.iter()),
+                        link: how,
+                        pushed: None,
+                    },
+                );
+                break;
+            }
+        }
+    }
+    // A user with a conflict must not be created either: hold it.
+    out.actual.unmanaged_users = target_users
+        .iter()
+        .filter(|u| scim::resource_id(u).is_some_and(|id| !claimed.contains(&id)))
+        .count();
+
+    // Labels for members the engine does not manage.
+    let user_label: HashMap<ScimId, String> = target_users
+        .iter()
+        .filter_map(|u| {
+            let id = scim::resource_id(u)?;
+            let name = scim::str_attr(u, "userName").unwrap_or(id.as_str()).to_owned();
+            Some((id, name))
+        })
+        .collect();
+
+    // Groups.
+    let groups_by_id: HashMap<ScimId, &Value> = target_groups
+        .iter()
+        .filter_map(|g| scim::resource_id(g).map(|id| (id, g)))
+        .collect();
+    let mut claimed_groups: HashSet<ScimId> = HashSet::new();
+    let mut group_entries: Vec<(SourceId, &Value, LinkState)> = Vec::new();
+    for link in groups {
+        match groups_by_id.get(&link.scim_id) {
+            Some(g) => {
+                claimed_groups.insert(link.scim_id.clone());
+                group_entries.push((link.source_id.clone(), g, LinkState::Linked));
+            }
+            None => out.stale_groups.push(link.source_id.clone()),
+        }
+    }
+    let linked_group_ids: BTreeSet<&SourceId> = group_entries.iter().map(|(s, _, _)| s).collect();
+    let mut groups_by_name: HashMap<String, &Value> = HashMap::new();
+    for g in target_groups {
+        let Some(id) = scim::resource_id(g) else { continue };
+        if claimed_groups.contains(&id) {
+            continue;
+        }
+        if let Some(n) = scim::str_attr(g, "displayName") {
+            groups_by_name.entry(fold(n, rules.group_name_ci)).or_insert(g);
+        }
+    }
+    let mut matched_groups = Vec::new();
+    for (gid, want) in &desired.groups {
+        if linked_group_ids.contains(gid) {
+            continue;
+        }
+        if let Some(g) = groups_by_name.get(&fold(&want.display_name, rules.group_name_ci)) {
+            let id = scim::resource_id(g).expect("indexed by id");
+            if claimed_groups.contains(&id) {
+                continue;
+            }
+            if rules.adopt_groups {
+                claimed_groups.insert(id);
+                matched_groups.push((gid.clone(), *g, LinkState::MatchedDisplayName));
+            } else {
+                out.actual.conflicts.push(Conflict {
+                    resource: "group".into(),
+                    source_id: gid.clone(),
+                    label: want.display_name.clone(),
+                    reason: "a group with this name already exists in the target and is not managed by scimsync; set `groups.adopt_existing = true` to link it".into(),
+                });
+            }
+        }
+    }
+    group_entries.extend(matched_groups);
+    for (gid, g, link) in group_entries {
+        let mut members = BTreeSet::new();
+        let mut foreign = BTreeMap::new();
+        if let Some(list) = g.get("members").and_then(Value::as_array) {
+            for m in list {
+                let Some(value) = m.get("value").and_then(|v| match v {
+                    Value::String(s) => Some(ScimId(s.clone())),
+                    Value::Number(n) => Some(ScimId(n.to_string())),
+                    _ => None,
+                }) else {
+                    continue;
+                };
+                match scim_to_source.get(&value) {
+                    Some(sid) => {
+                        members.insert(sid.clone());
+                    }
+                    None => {
+                        let label = user_label
+                            .get(&value)
+                            .cloned()
+                            .or_else(|| m.get("display").and_then(Value::as_str).map(str::to_owned))
+                            .unwrap_or_else(|| value.0.clone());
+                        foreign.insert(value, label);
+                    }
+                }
+            }
+        }
+        out.memberships.insert(gid.clone(), members.iter().cloned().collect());
+        out.actual.groups.insert(
+            gid,
+            ActualGroup {
+                scim_id: scim::resource_id(g).expect("indexed by id"),
+                display_name: scim::str_attr(g, "displayName").unwrap_or_default().to_owned(),
+                external_id: scim::str_attr(g, "externalId").map(str::to_owned),
+                members,
+                foreign_members: foreign,
+                link,
+            },
+        );
+    }
+    out.actual.unmanaged_groups = target_groups
+        .iter()
+        .filter(|g| scim::resource_id(g).is_some_and(|id| !claimed_groups.contains(&id)))
+        .count();
+    out.actual.complete = true;
+    out
+}
