@@ -452,10 +452,8 @@ impl Settings {
         )?;
         let limits = resolve_limits(t, &profile)?;
         let mapping = Mapping::compile(&profile, &config.mapping, &config.scope)?;
-        let reconcile_interval =
-            parse_duration(&config.policy.reconcile_interval).map_err(|m| {
-                ConfigError::at("policy.reconcile_interval", m)
-            })?;
+        let reconcile_interval = parse_duration(&config.policy.reconcile_interval)
+            .map_err(|m| ConfigError::at("policy.reconcile_interval", m))?;
         let p = &config.policy;
         let policy = Policy {
             create_users: p.create_users,
@@ -525,7 +523,10 @@ fn resolve_source(s: &SourceConfig, base_dir: &Path) -> Result<SourceSettings, C
         }
     };
     if s.list_separator.is_empty() {
-        return Err(ConfigError::at("source.list_separator", "must not be empty"));
+        return Err(ConfigError::at(
+            "source.list_separator",
+            "must not be empty",
+        ));
     }
     for (field, column) in &s.columns {
         let known = field == "id"
@@ -539,7 +540,10 @@ fn resolve_source(s: &SourceConfig, base_dir: &Path) -> Result<SourceSettings, C
             ));
         }
         if column.trim().is_empty() {
-            return Err(ConfigError::at(format!("source.columns.{field}"), "must not be empty"));
+            return Err(ConfigError::at(
+                format!("source.columns.{field}"),
+                "must not be empty",
+            ));
         }
     }
     Ok(SourceSettings {
@@ -575,7 +579,10 @@ pub fn validate_base_url(raw: &str) -> Result<String, ConfigError> {
             }
         }
         other => {
-            return Err(ConfigError::at(key, format!("scheme `{other}` is not http(s)")));
+            return Err(ConfigError::at(
+                key,
+                format!("scheme `{other}` is not http(s)"),
+            ));
         }
     }
     if url.host().is_none() {
@@ -594,7 +601,9 @@ pub fn validate_base_url(raw: &str) -> Result<String, ConfigError> {
 }
 
 fn resolve_limits(t: &TargetConfig, profile: &Profile) -> Result<Limits, ConfigError> {
-    let rps = t.requests_per_second.unwrap_or(profile.rate.requests_per_second);
+    let rps = t
+        .requests_per_second
+        .unwrap_or(profile.rate.requests_per_second);
     if !(rps.is_finite() && rps > 0.0 && rps <= 100_000.0) {
         return Err(ConfigError::at(
             "target.requests_per_second",
@@ -607,7 +616,10 @@ fn resolve_limits(t: &TargetConfig, profile: &Profile) -> Result<Limits, ConfigE
     }
     let concurrency = t.concurrency.unwrap_or(profile.rate.concurrency);
     if !(1..=256).contains(&concurrency) {
-        return Err(ConfigError::at("target.concurrency", "must be between 1 and 256"));
+        return Err(ConfigError::at(
+            "target.concurrency",
+            "must be between 1 and 256",
+        ));
     }
     let timeout = match &t.timeout {
         Some(s) => parse_duration(s).map_err(|m| ConfigError::at("target.timeout", m))?,
@@ -618,11 +630,17 @@ fn resolve_limits(t: &TargetConfig, profile: &Profile) -> Result<Limits, ConfigE
     }
     let max_attempts = t.max_attempts.unwrap_or(profile.retry.max_attempts);
     if !(1..=100).contains(&max_attempts) {
-        return Err(ConfigError::at("target.max_attempts", "must be between 1 and 100"));
+        return Err(ConfigError::at(
+            "target.max_attempts",
+            "must be between 1 and 100",
+        ));
     }
     let member_chunk = t.member_chunk.unwrap_or(profile.api.member_chunk);
     if !(1..=10_000).contains(&member_chunk) {
-        return Err(ConfigError::at("target.member_chunk", "must be between 1 and 10000"));
+        return Err(ConfigError::at(
+            "target.member_chunk",
+            "must be between 1 and 10000",
+        ));
     }
     Ok(Limits {
         requests_per_second: rps,
@@ -633,7 +651,9 @@ fn resolve_limits(t: &TargetConfig, profile: &Profile) -> Result<Limits, ConfigE
         initial_delay: Duration::from_millis(profile.retry.initial_delay_ms),
         max_delay: Duration::from_secs(profile.retry.max_delay_secs),
         max_retry_after: Duration::from_secs(profile.retry.max_retry_after_secs),
-        max_retries_per_run: t.max_retries_per_run.unwrap_or(profile.retry.max_retries_per_run),
+        max_retries_per_run: t
+            .max_retries_per_run
+            .unwrap_or(profile.retry.max_retries_per_run),
         member_chunk,
         page_size: profile.api.page_size,
     })
@@ -742,7 +762,10 @@ api_key_env = "SCIMSYNC_API_KEY"
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5x").is_err());

@@ -105,7 +105,10 @@ impl Profile {
         } else if spec.contains('/') || spec.ends_with(".toml") {
             let path = base_dir.join(spec);
             let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError::at("target.connector", format!("cannot read {}: {e}", path.display()))
+                ConfigError::at(
+                    "target.connector",
+                    format!("cannot read {}: {e}", path.display()),
+                )
             })?;
             (path.display().to_string(), text)
         } else {

@@ -9,17 +9,24 @@ use scimsync::exit::ExitStatus;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(cli.verbose, cli.quiet, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
-            report_error(&CliError::msg(format!("cannot start the async runtime: {e}")));
+            report_error(&CliError::msg(format!(
+                "cannot start the async runtime: {e}"
+            )));
             return ExitStatus::Error.into();
         }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(status) => status.into(),
         // A closed pipe (`scimsync report | head`) is not an error.
-        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitStatus::Success.into(),
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitStatus::Success.into()
+        }
         Err(e) => {
             report_error(&e);
             ExitStatus::Error.into()

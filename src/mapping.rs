@@ -238,7 +238,10 @@ impl Mapping {
         let mut required = Vec::new();
         for raw in profile.required.iter().chain(&cfg.required) {
             let path = AttrPath::parse(raw).ok_or_else(|| {
-                ConfigError::at("mapping.required", format!("`{raw}` is not an attribute path"))
+                ConfigError::at(
+                    "mapping.required",
+                    format!("`{raw}` is not an attribute path"),
+                )
             })?;
             if !attributes.iter().any(|(p, _)| *p == path) {
                 return Err(ConfigError::at(
@@ -290,7 +293,8 @@ impl Mapping {
 
     /// The attribute paths this mapping manages (plus `externalId`), as strings.
     pub fn managed_paths(&self) -> BTreeSet<String> {
-        let mut set: BTreeSet<String> = self.attributes.iter().map(|(p, _)| p.to_string()).collect();
+        let mut set: BTreeSet<String> =
+            self.attributes.iter().map(|(p, _)| p.to_string()).collect();
         set.insert("externalId".into());
         set
     }
@@ -347,7 +351,9 @@ impl Mapping {
                 && let Value::String(e) = value
                 && let Some(problem) = email_problem(e)
             {
-                return Err(format!("attribute `{key}`: `{e}` is not a valid email address ({problem})"));
+                return Err(format!(
+                    "attribute `{key}`: `{e}` is not a valid email address ({problem})"
+                ));
             }
         }
         Ok(attrs)
@@ -372,7 +378,11 @@ impl Mapping {
     }
 
     fn fold_name(&self, s: &str) -> String {
-        if self.user_name_ci { s.to_lowercase() } else { s.to_owned() }
+        if self.user_name_ci {
+            s.to_lowercase()
+        } else {
+            s.to_owned()
+        }
     }
 }
 
@@ -424,17 +434,18 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     };
 
     // Group scope: the set of users that are members of a scope group.
-    let scope_members: Option<BTreeSet<&SourceId>> = (!mapping.scope.groups.is_empty()).then(|| {
-        snapshot
-            .groups
-            .iter()
-            .filter(|g| {
-                mapping.scope.groups.contains(&g.name.to_lowercase())
-                    || mapping.scope.groups.contains(&g.id.0.to_lowercase())
-            })
-            .flat_map(|g| g.members.iter())
-            .collect()
-    });
+    let scope_members: Option<BTreeSet<&SourceId>> =
+        (!mapping.scope.groups.is_empty()).then(|| {
+            snapshot
+                .groups
+                .iter()
+                .filter(|g| {
+                    mapping.scope.groups.contains(&g.name.to_lowercase())
+                        || mapping.scope.groups.contains(&g.id.0.to_lowercase())
+                })
+                .flat_map(|g| g.members.iter())
+                .collect()
+        });
 
     let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
     let mut out_of_scope = BTreeSet::new();
@@ -489,7 +500,10 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     // userName must be unique among provisioned users (after mapping and the transform).
     let mut by_name: HashMap<String, Vec<SourceId>> = HashMap::new();
     for (id, u) in &users {
-        by_name.entry(mapping.fold_name(&u.user_name)).or_default().push(id.clone());
+        by_name
+            .entry(mapping.fold_name(&u.user_name))
+            .or_default()
+            .push(id.clone());
     }
     let mut dup_ids: Vec<(SourceId, String)> = Vec::new();
     for ids in by_name.values().filter(|ids| ids.len() > 1) {
@@ -518,7 +532,10 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
                 origin,
                 source_id: Some(id),
                 label: Some(u.user_name.clone()),
-                reason: format!("duplicate userName `{}`: also mapped for {others}", u.user_name),
+                reason: format!(
+                    "duplicate userName `{}`: also mapped for {others}",
+                    u.user_name
+                ),
             });
         }
     }
@@ -683,7 +700,9 @@ mod tests {
         let m = mapping(MappingConfig::default(), ScopeConfig::default());
         let e = m.map_user(&full("1", "Ann", "", "ann@x.org")).unwrap_err();
         assert!(e.contains("name.familyName"), "{e}");
-        let e = m.map_user(&full("1", "Ann", "Lee", "not-an-email")).unwrap_err();
+        let e = m
+            .map_user(&full("1", "Ann", "Lee", "not-an-email"))
+            .unwrap_err();
         assert!(e.contains("not a valid email"), "{e}");
     }
 
@@ -754,7 +773,10 @@ mod tests {
                 adopt_existing: true,
             },
         );
-        assert_eq!(d.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["1"]);
+        assert_eq!(
+            d.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["1"]
+        );
         assert_eq!(d.stats.out_of_group_scope, 1);
         assert_eq!(d.stats.out_of_domain_scope, 1);
         assert_eq!(d.groups[&SourceId::from("eng")].members.len(), 1);

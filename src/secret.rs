@@ -74,8 +74,12 @@ impl KeySource {
 }
 
 fn read_key_file(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| KeyError(format!("cannot read the API key file {}: {e}", path.display())))
+    std::fs::read_to_string(path).map_err(|e| {
+        KeyError(format!(
+            "cannot read the API key file {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 impl fmt::Display for KeySource {

@@ -129,7 +129,9 @@ pub fn reconcile(
     let mut by_external: HashMap<&str, Vec<&Value>> = HashMap::new();
     let mut by_name: HashMap<String, Vec<&Value>> = HashMap::new();
     for u in target_users {
-        let Some(id) = scim::resource_id(u) else { continue };
+        let Some(id) = scim::resource_id(u) else {
+            continue;
+        };
         if claimed.contains(&id) {
             continue;
         }
@@ -137,7 +139,10 @@ pub fn reconcile(
             by_external.entry(x).or_default().push(u);
         }
         if let Some(n) = scim::str_attr(u, "userName") {
-            by_name.entry(fold(n, rules.user_name_ci)).or_default().push(u);
+            by_name
+                .entry(fold(n, rules.user_name_ci))
+                .or_default()
+                .push(u);
         }
     }
     for (sid, want) in &desired.users {
@@ -197,7 +202,9 @@ pub fn reconcile(
         .iter()
         .filter_map(|u| {
             let id = scim::resource_id(u)?;
-            let name = scim::str_attr(u, "userName").unwrap_or(id.as_str()).to_owned();
+            let name = scim::str_attr(u, "userName")
+                .unwrap_or(id.as_str())
+                .to_owned();
             Some((id, name))
         })
         .collect();
@@ -221,12 +228,16 @@ pub fn reconcile(
     let linked_group_ids: BTreeSet<&SourceId> = group_entries.iter().map(|(s, _, _)| s).collect();
     let mut groups_by_name: HashMap<String, &Value> = HashMap::new();
     for g in target_groups {
-        let Some(id) = scim::resource_id(g) else { continue };
+        let Some(id) = scim::resource_id(g) else {
+            continue;
+        };
         if claimed_groups.contains(&id) {
             continue;
         }
         if let Some(n) = scim::str_attr(g, "displayName") {
-            groups_by_name.entry(fold(n, rules.group_name_ci)).or_insert(g);
+            groups_by_name
+                .entry(fold(n, rules.group_name_ci))
+                .or_insert(g);
         }
     }
     let mut matched_groups = Vec::new();
@@ -280,12 +291,15 @@ pub fn reconcile(
                 }
             }
         }
-        out.memberships.insert(gid.clone(), members.iter().cloned().collect());
+        out.memberships
+            .insert(gid.clone(), members.iter().cloned().collect());
         out.actual.groups.insert(
             gid,
             ActualGroup {
                 scim_id: scim::resource_id(g).expect("indexed by id"),
-                display_name: scim::str_attr(g, "displayName").unwrap_or_default().to_owned(),
+                display_name: scim::str_attr(g, "displayName")
+                    .unwrap_or_default()
+                    .to_owned(),
                 external_id: scim::str_attr(g, "externalId").map(str::to_owned),
                 members,
                 foreign_members: foreign,

@@ -43,8 +43,13 @@ pub async fn check(settings: &Settings, printer: &Printer) -> Result<ExitStatus,
     };
     let mut limits = settings.limits.clone();
     limits.max_attempts = limits.max_attempts.min(2);
-    let client = ScimClient::new(&settings.base_url, &key, &limits, &settings.profile.api.media_type)
-        .map_err(CliError::msg)?;
+    let client = ScimClient::new(
+        &settings.base_url,
+        &key,
+        &limits,
+        &settings.profile.api.media_type,
+    )
+    .map_err(CliError::msg)?;
     let mut ok = true;
     match client.service_provider_config().await {
         Ok(spc) => {
@@ -69,7 +74,10 @@ pub async fn check(settings: &Settings, printer: &Printer) -> Result<ExitStatus,
         }
         Err(f) => {
             ok = false;
-            out.push_str(&format!("FAIL  GET /ServiceProviderConfig: {}\n", diagnose(settings, &f)));
+            out.push_str(&format!(
+                "FAIL  GET /ServiceProviderConfig: {}\n",
+                diagnose(settings, &f)
+            ));
         }
     }
     if ok {
@@ -82,7 +90,10 @@ pub async fn check(settings: &Settings, printer: &Printer) -> Result<ExitStatus,
                 )),
                 Err(f) => {
                     ok = false;
-                    out.push_str(&format!("FAIL  GET /{resource}?count=1: {}\n", diagnose(settings, &f)));
+                    out.push_str(&format!(
+                        "FAIL  GET /{resource}?count=1: {}\n",
+                        diagnose(settings, &f)
+                    ));
                     break;
                 }
             }
@@ -94,5 +105,9 @@ pub async fn check(settings: &Settings, printer: &Printer) -> Result<ExitStatus,
         "Connection check failed.\n"
     });
     printer.out(&out)?;
-    Ok(if ok { ExitStatus::Success } else { ExitStatus::Error })
+    Ok(if ok {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Error
+    })
 }

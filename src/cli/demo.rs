@@ -28,7 +28,8 @@ pub struct DemoArgs {
 }
 
 fn write(path: PathBuf, text: &str) -> Result<(), CliError> {
-    std::fs::write(&path, text).map_err(|e| CliError::msg(format!("writing {}: {e}", path.display())))
+    std::fs::write(&path, text)
+        .map_err(|e| CliError::msg(format!("writing {}: {e}", path.display())))
 }
 
 /// Run the demo.
@@ -52,7 +53,10 @@ pub async fn demo(args: DemoArgs, printer: &Printer) -> Result<ExitStatus, CliEr
     write(dir.join("scimsync.toml"), &config)?;
     write(dir.join("users.csv"), USERS)?;
     write(dir.join("groups.csv"), GROUPS)?;
-    write(dir.join("api-key"), &format!("{}\n", running.sandbox.config().api_key))?;
+    write(
+        dir.join("api-key"),
+        &format!("{}\n", running.sandbox.config().api_key),
+    )?;
     let config_path = dir.join("scimsync.toml");
     let settings = load_settings(&config_path)?;
     let text = PlanOptions {
@@ -97,7 +101,10 @@ pub async fn demo(args: DemoArgs, printer: &Printer) -> Result<ExitStatus, CliEr
     let before = running.sandbox.counts().total;
     sync_command(&settings, printer, text, "demo", CancellationToken::new()).await?;
     let after = running.sandbox.counts().total;
-    printer.out(&format!("(requests sent by that run: {})\n", after - before))?;
+    printer.out(&format!(
+        "(requests sent by that run: {})\n",
+        after - before
+    ))?;
 
     banner("6. scimsync report runs")?;
     report(

@@ -26,7 +26,13 @@ use crate::exit::ExitStatus;
 #[command(name = "scimsync", version, about, long_about = None)]
 pub struct Cli {
     /// Configuration file.
-    #[arg(short, long, global = true, default_value = "scimsync.toml", env = "SCIMSYNC_CONFIG")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "scimsync.toml",
+        env = "SCIMSYNC_CONFIG"
+    )]
     pub config: PathBuf,
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -167,7 +173,8 @@ pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
         (_, 2) => "warn,scimsync=debug",
         _ => "info,scimsync=trace",
     };
-    let filter = EnvFilter::try_from_env("SCIMSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("SCIMSYNC_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

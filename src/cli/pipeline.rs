@@ -123,8 +123,13 @@ pub async fn prepare(
         "source loaded and mapped"
     );
 
-    let client = ScimClient::new(&settings.base_url, &key, &settings.limits, &settings.profile.api.media_type)
-        .map_err(CliError::msg)?;
+    let client = ScimClient::new(
+        &settings.base_url,
+        &key,
+        &settings.limits,
+        &settings.profile.api.media_type,
+    )
+    .map_err(CliError::msg)?;
     let last = store.last_reconcile(app).map_err(err)?;
     let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
     let reason = if opts.reconcile {
@@ -141,13 +146,27 @@ pub async fn prepare(
             printer.info(&format!("Reading the whole target ({reason})..."));
             let page = settings.limits.page_size;
             let users = client
-                .list_all("Users", page, |n, total| tracing::debug!(n, total, "users read"))
+                .list_all("Users", page, |n, total| {
+                    tracing::debug!(n, total, "users read")
+                })
                 .await
-                .map_err(|f| CliError::msg(format!("reading users from the target: {}", diagnose(settings, &f))))?;
+                .map_err(|f| {
+                    CliError::msg(format!(
+                        "reading users from the target: {}",
+                        diagnose(settings, &f)
+                    ))
+                })?;
             let groups = client
-                .list_all("Groups", page, |n, total| tracing::debug!(n, total, "groups read"))
+                .list_all("Groups", page, |n, total| {
+                    tracing::debug!(n, total, "groups read")
+                })
                 .await
-                .map_err(|f| CliError::msg(format!("reading groups from the target: {}", diagnose(settings, &f))))?;
+                .map_err(|f| {
+                    CliError::msg(format!(
+                        "reading groups from the target: {}",
+                        diagnose(settings, &f)
+                    ))
+                })?;
             let rules = MatchRules {
                 user_name_ci: settings.profile.api.user_name_case_insensitive,
                 group_name_ci: settings.profile.api.group_name_case_insensitive,
@@ -186,7 +205,10 @@ pub async fn prepare(
                 String::new()
             }
         ),
-        format!("Target: {} ({}) — {}", settings.app, settings.base_url, target_mode),
+        format!(
+            "Target: {} ({}) — {}",
+            settings.app, settings.base_url, target_mode
+        ),
     ];
     Ok(Prepared {
         plan,
@@ -220,15 +242,32 @@ fn context_json(settings: &Settings, prepared: &Prepared) -> serde_json::Value {
 }
 
 /// `scimsync plan`.
-pub async fn plan_command(settings: &Settings, printer: &Printer, opts: PlanOptions) -> Result<ExitStatus, CliError> {
+pub async fn plan_command(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+) -> Result<ExitStatus, CliError> {
     let prepared = prepare(settings, printer, opts, true).await?;
-    let writes = prepared.client.stats.writes.load(std::sync::atomic::Ordering::Relaxed);
+    let writes = prepared
+        .client
+        .stats
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed);
     debug_assert_eq!(writes, 0, "plan must not write");
     match opts.format {
-        Format::Text => printer.out(&render_human(&prepared.plan, &prepared.header, Style { color: printer.color }))?,
+        Format::Text => printer.out(&render_human(
+            &prepared.plan,
+            &prepared.header,
+            Style {
+                color: printer.color,
+            },
+        ))?,
         Format::Json => {
             let doc = render_json(&prepared.plan, context_json(settings, &prepared));
-            printer.out(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("serializable")))?;
+            printer.out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).expect("serializable")
+            ))?;
         }
     }
     Ok(if opts.check && prepared.plan.has_changes() {
@@ -291,9 +330,17 @@ pub async fn sync_command(
         target_mode,
     } = prepared;
     let app = settings.app.as_str();
-    let run_id = store.begin_run(app, command, reconciled.is_some()).map_err(err)?;
+    let run_id = store
+        .begin_run(app, command, reconciled.is_some())
+        .map_err(err)?;
     if opts.format == Format::Text && !printer.quiet {
-        printer.out(&render_human(&plan, &header, Style { color: printer.color }))?;
+        printer.out(&render_human(
+            &plan,
+            &header,
+            Style {
+                color: printer.color,
+            },
+        ))?;
     }
 
     let recorder = Recorder::spawn(store);
@@ -303,7 +350,10 @@ pub async fn sync_command(
         // target, and take the target's real memberships as the stored ones.
         let mut recs = Vec::new();
         for sid in &r.stale_users {
-            recs.push(Record::UserUnlink { app: app.into(), source_id: sid.clone() });
+            recs.push(Record::UserUnlink {
+                app: app.into(),
+                source_id: sid.clone(),
+            });
             recs.push(Record::Outcome(OutcomeRow {
                 run_id,
                 app: app.into(),
@@ -316,7 +366,10 @@ pub async fn sync_command(
             }));
         }
         for sid in &r.stale_groups {
-            recs.push(Record::GroupUnlink { app: app.into(), source_id: sid.clone() });
+            recs.push(Record::GroupUnlink {
+                app: app.into(),
+                source_id: sid.clone(),
+            });
             recs.push(Record::Outcome(OutcomeRow {
                 run_id,
                 app: app.into(),
@@ -329,14 +382,21 @@ pub async fn sync_command(
             }));
         }
         for (gid, members) in &r.memberships {
-            recs.push(Record::MembersReset { app: app.into(), group: gid.clone(), members: members.clone() });
+            recs.push(Record::MembersReset {
+                app: app.into(),
+                group: gid.clone(),
+                members: members.clone(),
+            });
         }
         recorder.send(recs);
     }
 
     let sends = plan.actions.iter().filter(|a| a.sends_request()).count();
     if sends > 0 {
-        printer.info(&format!("Applying {} actions ({sends} requests or more)...", plan.actions.len()));
+        printer.info(&format!(
+            "Applying {} actions ({sends} requests or more)...",
+            plan.actions.len()
+        ));
     }
     let ctx = Context {
         client: &client,
@@ -365,10 +425,17 @@ pub async fn sync_command(
     } else {
         "succeeded"
     };
-    let detail = applied.stopped.clone().or_else(|| interrupted.then(|| "interrupted by a signal".to_owned()));
-    store.finish_run(run_id, status, &counts, detail.as_deref()).map_err(err)?;
+    let detail = applied
+        .stopped
+        .clone()
+        .or_else(|| interrupted.then(|| "interrupted by a signal".to_owned()));
+    store
+        .finish_run(run_id, status, &counts, detail.as_deref())
+        .map_err(err)?;
     if reconciled.is_some() && applied.stopped.is_none() && !interrupted {
-        store.set_reconciled(app, &settings.base_url, store::now_ms()).map_err(err)?;
+        store
+            .set_reconciled(app, &settings.base_url, store::now_ms())
+            .map_err(err)?;
     }
     write_result.map_err(err)?;
 
@@ -385,7 +452,10 @@ pub async fn sync_command(
                 "summary": plan.summary,
                 "stopped": applied.stopped,
             });
-            printer.out(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("serializable")))?;
+            printer.out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&doc).expect("serializable")
+            ))?;
         }
         Format::Text => {
             let mut line = format!(

@@ -121,8 +121,18 @@ pub fn report(config: &Path, args: ReportArgs, printer: &Printer) -> Result<Exit
     let filter = Filter {
         user: args.user,
         app: args.app,
-        since_ms: args.since.as_deref().map(|s| parse_when(s, now)).transpose().map_err(CliError::msg)?,
-        until_ms: args.until.as_deref().map(|s| parse_when(s, now)).transpose().map_err(CliError::msg)?,
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| parse_when(s, now))
+            .transpose()
+            .map_err(CliError::msg)?,
+        until_ms: args
+            .until
+            .as_deref()
+            .map(|s| parse_when(s, now))
+            .transpose()
+            .map_err(CliError::msg)?,
         outcome: args.outcome,
         run: args.run,
         action: args.action,
@@ -156,7 +166,10 @@ pub fn report(config: &Path, args: ReportArgs, printer: &Printer) -> Result<Exit
         ReportFormat::Table => {
             let mut table = comfy_table::Table::new();
             table.load_style(comfy_table::presets::ASCII_MARKDOWN);
-            table.set_header(["at", "run", "app", "resource", "action", "who", "group", "outcome", "http", "detail"]);
+            table.set_header([
+                "at", "run", "app", "resource", "action", "who", "group", "outcome", "http",
+                "detail",
+            ]);
             let mut n = 0;
             report::query::<CliError>(store.conn(), &filter, |r| {
                 n += 1;
@@ -166,7 +179,10 @@ pub fn report(config: &Path, args: ReportArgs, printer: &Printer) -> Result<Exit
                     r.app.clone(),
                     r.resource.clone(),
                     r.action.clone(),
-                    r.user_name.clone().or(r.source_id.clone()).unwrap_or_default(),
+                    r.user_name
+                        .clone()
+                        .or(r.source_id.clone())
+                        .unwrap_or_default(),
                     r.group_name.clone().unwrap_or_default(),
                     r.outcome.clone(),
                     r.http_status.map(|s| s.to_string()).unwrap_or_default(),
@@ -217,13 +233,39 @@ fn csv_fields(r: &Row) -> Vec<String> {
     ]
 }
 
-fn runs(store: &Store, app: Option<&str>, limit: u64, format: ReportFormat, printer: &Printer) -> Result<ExitStatus, CliError> {
+fn runs(
+    store: &Store,
+    app: Option<&str>,
+    limit: u64,
+    format: ReportFormat,
+    printer: &Printer,
+) -> Result<ExitStatus, CliError> {
     let rows = report::runs(store.conn(), app, limit).map_err(|e| CliError::msg(e.to_string()))?;
     match format {
-        ReportFormat::Json => printer.out(&format!("{}\n", serde_json::to_string_pretty(&rows).expect("serializable")))?,
+        ReportFormat::Json => printer.out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&rows).expect("serializable")
+        ))?,
         ReportFormat::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(["id", "app", "command", "reconcile", "started_at", "finished_at", "status", "actions", "applied", "failed", "skipped", "invalid", "held", "requests", "detail"]).map_err(io)?;
+            w.write_record([
+                "id",
+                "app",
+                "command",
+                "reconcile",
+                "started_at",
+                "finished_at",
+                "status",
+                "actions",
+                "applied",
+                "failed",
+                "skipped",
+                "invalid",
+                "held",
+                "requests",
+                "detail",
+            ])
+            .map_err(io)?;
             for r in &rows {
                 w.write_record([
                     r.id.to_string(),
@@ -250,7 +292,18 @@ fn runs(store: &Store, app: Option<&str>, limit: u64, format: ReportFormat, prin
         ReportFormat::Table => {
             let mut table = comfy_table::Table::new();
             table.load_style(comfy_table::presets::ASCII_MARKDOWN);
-            table.set_header(["run", "app", "started", "full read", "status", "applied", "failed", "skipped", "invalid", "requests"]);
+            table.set_header([
+                "run",
+                "app",
+                "started",
+                "full read",
+                "status",
+                "applied",
+                "failed",
+                "skipped",
+                "invalid",
+                "requests",
+            ]);
             for r in &rows {
                 table.add_row([
                     r.id.to_string(),
@@ -279,7 +332,10 @@ mod tests {
     fn when_parses_both_forms() {
         let now = 1_000_000_000_000;
         assert_eq!(parse_when("7d", now).unwrap(), now - 7 * 86_400_000);
-        assert_eq!(parse_when("2026-11-23T10:00:00Z", now).unwrap(), 1_795_428_000_000);
+        assert_eq!(
+            parse_when("2026-11-23T10:00:00Z", now).unwrap(),
+            1_795_428_000_000
+        );
         assert!(parse_when("yesterday", now).is_err());
     }
 }

@@ -354,12 +354,16 @@ impl Action {
     pub fn verb(&self) -> &'static str {
         match self {
             Action::CreateGroup { .. } | Action::CreateUser { .. } => "create",
-            Action::UpdateGroup { adopt: Some(_), changes, .. }
-            | Action::UpdateUser { adopt: Some(_), changes, .. }
-                if changes.is_empty() =>
-            {
-                "link"
+            Action::UpdateGroup {
+                adopt: Some(_),
+                changes,
+                ..
             }
+            | Action::UpdateUser {
+                adopt: Some(_),
+                changes,
+                ..
+            } if changes.is_empty() => "link",
             Action::UpdateGroup { .. } | Action::UpdateUser { .. } => "update",
             Action::AddMembers { .. } => "add_member",
             Action::RemoveMembers { .. } => "remove_member",
@@ -371,9 +375,9 @@ impl Action {
     /// `user`, `group` or `membership`.
     pub fn resource(&self) -> &'static str {
         match self {
-            Action::CreateGroup { .. } | Action::UpdateGroup { .. } | Action::DeleteGroup { .. } => {
-                "group"
-            }
+            Action::CreateGroup { .. }
+            | Action::UpdateGroup { .. }
+            | Action::DeleteGroup { .. } => "group",
             Action::AddMembers { .. } | Action::RemoveMembers { .. } => "membership",
             _ => "user",
         }
@@ -454,11 +458,7 @@ fn same_value(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
 
 /// Attribute changes that turn `actual` into `desired`, over the managed paths.
 /// `active` is left out: enabling and disabling are decided by the caller.
-fn attr_changes(
-    managed: &BTreeSet<String>,
-    desired: &Attrs,
-    actual: &ActualUser,
-) -> Vec<Change> {
+fn attr_changes(managed: &BTreeSet<String>, desired: &Attrs, actual: &ActualUser) -> Vec<Change> {
     let mut changes = Vec::new();
     for path in managed {
         if path == "active" {
@@ -469,9 +469,10 @@ fn attr_changes(
         if same_value(path, want, have) {
             continue;
         }
-        let drift = actual.pushed.as_ref().is_some_and(|pushed| {
-            same_value(path, pushed.get(path), want)
-        });
+        let drift = actual
+            .pushed
+            .as_ref()
+            .is_some_and(|pushed| same_value(path, pushed.get(path), want));
         changes.push(Change {
             path: path.clone(),
             old: have.cloned(),
@@ -520,9 +521,10 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                         path: "active".into(),
                         old: Some(Value::Bool(false)),
                         new: Some(Value::Bool(true)),
-                        drift: have.pushed.as_ref().is_some_and(|p| {
-                            p.get("active") == Some(&Value::Bool(true))
-                        }),
+                        drift: have
+                            .pushed
+                            .as_ref()
+                            .is_some_and(|p| p.get("active") == Some(&Value::Bool(true))),
                     });
                     changes.sort_by(|a, b| a.path.cmp(&b.path));
                 }
@@ -735,7 +737,11 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     }
 
     // Stable order: phase, then subject; chunks of one group keep their order.
-    actions.sort_by(|a, b| a.phase().cmp(&b.phase()).then_with(|| a.subject().cmp(b.subject())));
+    actions.sort_by(|a, b| {
+        a.phase()
+            .cmp(&b.phase())
+            .then_with(|| a.subject().cmp(b.subject()))
+    });
 
     summary.invalid = desired.rejects.len();
     summary.conflicts = actual.conflicts.len();
@@ -754,7 +760,10 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         ));
     }
     if s.groups_not_pushed > 0 {
-        notes.push(format!("{} source groups are not selected for pushing", s.groups_not_pushed));
+        notes.push(format!(
+            "{} source groups are not selected for pushing",
+            s.groups_not_pushed
+        ));
     }
     if actual.unmanaged_users > 0 || actual.unmanaged_groups > 0 {
         notes.push(format!(

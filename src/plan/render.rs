@@ -58,7 +58,11 @@ fn adopt_words(link: LinkState) -> &'static str {
 
 fn change_lines(out: &mut String, style: Style, changes: &[Change]) {
     for c in changes {
-        let drift = if c.drift { "  (changed in the target)" } else { "" };
+        let drift = if c.drift {
+            "  (changed in the target)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "        {} {}: {} -> {}{drift}",
@@ -87,15 +91,38 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
     let mut users = String::new();
     for a in &plan.actions {
         match a {
-            Action::CreateUser { user_name, attrs, lookup_first, .. } => {
+            Action::CreateUser {
+                user_name,
+                attrs,
+                lookup_first,
+                ..
+            } => {
                 used[0] = true;
-                let name = attrs.get("displayName").and_then(Value::as_str).unwrap_or("");
-                let look = if *lookup_first { "  (matched first if it exists)" } else { "" };
-                let _ = writeln!(users, "  {} user  {user_name}  ({name}){look}", style.sym('+'));
+                let name = attrs
+                    .get("displayName")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let look = if *lookup_first {
+                    "  (matched first if it exists)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    users,
+                    "  {} user  {user_name}  ({name}){look}",
+                    style.sym('+')
+                );
             }
-            Action::UpdateUser { user_name, changes, adopt, .. } => {
+            Action::UpdateUser {
+                user_name,
+                changes,
+                adopt,
+                ..
+            } => {
                 used[1] = true;
-                let how = adopt.map(|l| format!("  ({})", adopt_words(l))).unwrap_or_default();
+                let how = adopt
+                    .map(|l| format!("  ({})", adopt_words(l)))
+                    .unwrap_or_default();
                 let _ = writeln!(users, "  {} user  {user_name}{how}", style.sym('~'));
                 change_lines(&mut users, style, changes);
             }
@@ -110,7 +137,12 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
             }
             Action::DeleteUser { user_name, why, .. } => {
                 used[3] = true;
-                let _ = writeln!(users, "  {} user  {user_name}  (delete: {})", style.sym('-'), why.describe());
+                let _ = writeln!(
+                    users,
+                    "  {} user  {user_name}  (delete: {})",
+                    style.sym('-'),
+                    why.describe()
+                );
             }
             _ => {}
         }
@@ -126,32 +158,67 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
     let mut groups: BTreeMap<(String, String), G> = BTreeMap::new();
     for a in &plan.actions {
         match a {
-            Action::CreateGroup { group, display_name } => {
+            Action::CreateGroup {
+                group,
+                display_name,
+            } => {
                 used[0] = true;
-                groups.entry((display_name.clone(), group.0.clone())).or_default().head =
-                    Some(format!("  {} group {display_name}", style.sym('+')));
+                groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default()
+                    .head = Some(format!("  {} group {display_name}", style.sym('+')));
             }
-            Action::UpdateGroup { group, display_name, changes, adopt, .. } => {
+            Action::UpdateGroup {
+                group,
+                display_name,
+                changes,
+                adopt,
+                ..
+            } => {
                 used[1] = true;
-                let how = adopt.map(|l| format!("  ({})", adopt_words(l))).unwrap_or_default();
+                let how = adopt
+                    .map(|l| format!("  ({})", adopt_words(l)))
+                    .unwrap_or_default();
                 let mut head = format!("  {} group {display_name}{how}\n", style.sym('~'));
                 change_lines(&mut head, style, changes);
-                groups.entry((display_name.clone(), group.0.clone())).or_default().head =
-                    Some(head.trim_end().to_owned());
+                groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default()
+                    .head = Some(head.trim_end().to_owned());
             }
-            Action::DeleteGroup { group, display_name, .. } => {
+            Action::DeleteGroup {
+                group,
+                display_name,
+                ..
+            } => {
                 used[3] = true;
-                groups.entry((display_name.clone(), group.0.clone())).or_default().head =
-                    Some(format!("  {} group {display_name}", style.sym('-')));
+                groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default()
+                    .head = Some(format!("  {} group {display_name}", style.sym('-')));
             }
-            Action::AddMembers { group, display_name, members, .. } => {
+            Action::AddMembers {
+                group,
+                display_name,
+                members,
+                ..
+            } => {
                 used[0] = true;
-                let g = groups.entry((display_name.clone(), group.0.clone())).or_default();
+                let g = groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default();
                 g.adds.extend(members.iter().map(|m| m.label.clone()));
             }
-            Action::RemoveMembers { group, display_name, members, .. } => {
+            Action::RemoveMembers {
+                group,
+                display_name,
+                members,
+                ..
+            } => {
                 used[3] = true;
-                let g = groups.entry((display_name.clone(), group.0.clone())).or_default();
+                let g = groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default();
                 g.removes.extend(members.iter().map(|m| m.label.clone()));
             }
             _ => {}
@@ -201,7 +268,11 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
     if !plan.conflicts.is_empty() {
         let _ = writeln!(out, "Conflicts ({}), skipped:", plan.conflicts.len());
         for c in &plan.conflicts {
-            let _ = writeln!(out, "  {} {} (id {}): {}", c.resource, c.label, c.source_id, c.reason);
+            let _ = writeln!(
+                out,
+                "  {} {} (id {}): {}",
+                c.resource, c.label, c.source_id, c.reason
+            );
         }
         out.push('\n');
     }
@@ -212,12 +283,17 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
         return out;
     }
 
-    let legend: Vec<String> = [('+', "create"), ('~', "update"), ('!', "disable"), ('-', "delete")]
-        .iter()
-        .zip(used)
-        .filter(|(_, u)| *u)
-        .map(|((s, w), _)| format!("{} {w}", style.sym(*s)))
-        .collect();
+    let legend: Vec<String> = [
+        ('+', "create"),
+        ('~', "update"),
+        ('!', "disable"),
+        ('-', "delete"),
+    ]
+    .iter()
+    .zip(used)
+    .filter(|(_, u)| *u)
+    .map(|((s, w), _)| format!("{} {w}", style.sym(*s)))
+    .collect();
     let _ = writeln!(out, "Symbols: {}", legend.join(", "));
     let _ = writeln!(out, "{}", summary_line(plan));
     out

@@ -113,7 +113,9 @@ impl ScimError {
     pub fn retryable(&self) -> bool {
         match self {
             ScimError::Http { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            ScimError::Transport { kind, .. } => !matches!(kind, TransportKind::Dns | TransportKind::Tls),
+            ScimError::Transport { kind, .. } => {
+                !matches!(kind, TransportKind::Dns | TransportKind::Tls)
+            }
             ScimError::Body { .. } => true,
         }
     }
@@ -123,9 +125,10 @@ impl ScimError {
     pub fn maybe_processed(&self) -> bool {
         match self {
             ScimError::Http { status, .. } => *status != 429 && *status >= 500,
-            ScimError::Transport { kind, .. } => {
-                !matches!(kind, TransportKind::Dns | TransportKind::Connect | TransportKind::Tls)
-            }
+            ScimError::Transport { kind, .. } => !matches!(
+                kind,
+                TransportKind::Dns | TransportKind::Connect | TransportKind::Tls
+            ),
             ScimError::Body { .. } => true,
         }
     }
@@ -197,7 +200,12 @@ pub fn is_loopback(url: &Url) -> bool {
 
 impl ScimClient {
     /// Build a client for `base_url` (already validated by the config).
-    pub fn new(base_url: &str, key: &ApiKey, limits: &Limits, media_type: &str) -> Result<ScimClient, String> {
+    pub fn new(
+        base_url: &str,
+        key: &ApiKey,
+        limits: &Limits,
+        media_type: &str,
+    ) -> Result<ScimClient, String> {
         let base = Url::parse(base_url).map_err(|e| format!("invalid base URL: {e}"))?;
         let loopback = is_loopback(&base);
         let mut builder = reqwest::Client::builder()
@@ -211,11 +219,14 @@ impl ScimClient {
         } else {
             builder = builder.https_only(true);
         }
-        let http = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
             .map_err(|_| "the API key contains characters not allowed in a header".to_owned())?;
         auth.set_sensitive(true);
-        let media = HeaderValue::from_str(media_type).map_err(|_| "invalid media type".to_owned())?;
+        let media =
+            HeaderValue::from_str(media_type).map_err(|_| "invalid media type".to_owned())?;
         Ok(ScimClient {
             http,
             base,
@@ -303,7 +314,12 @@ impl ScimClient {
         }
     }
 
-    async fn once(&self, method: Method, url: Url, body: Option<&Value>) -> Result<(u16, Option<Value>), ScimError> {
+    async fn once(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<(u16, Option<Value>), ScimError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         if method != Method::GET {
             self.stats.writes.fetch_add(1, Ordering::Relaxed);
@@ -351,7 +367,10 @@ impl ScimClient {
         }
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| ScimError::Body {
             status: status.as_u16(),
-            message: format!("invalid JSON ({e}): {}", scim::truncate(&String::from_utf8_lossy(&bytes), 120)),
+            message: format!(
+                "invalid JSON ({e}): {}",
+                scim::truncate(&String::from_utf8_lossy(&bytes), 120)
+            ),
         })?;
         if scim::is_error_message(&value) {
             let eb = scim::parse_error_body(&bytes);
@@ -370,7 +389,14 @@ impl ScimClient {
 
     /// GET /ServiceProviderConfig.
     pub async fn service_provider_config(&self) -> Result<Value, Failure> {
-        let reply = self.send(Method::GET, self.url(&["ServiceProviderConfig"]), None, true).await?;
+        let reply = self
+            .send(
+                Method::GET,
+                self.url(&["ServiceProviderConfig"]),
+                None,
+                true,
+            )
+            .await?;
         reply.body.ok_or_else(|| Failure {
             error: ScimError::Body {
                 status: reply.status,
@@ -432,7 +458,12 @@ impl ScimClient {
     }
 
     /// The first resource matching `attr eq "value"`, if any.
-    pub async fn find(&self, resource: &str, attr: &str, value: &str) -> Result<Option<Value>, Failure> {
+    pub async fn find(
+        &self,
+        resource: &str,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<Value>, Failure> {
         let filter = format!("{attr} eq {}", filter_string(value));
         let page = self.list_page(resource, Some(&filter), 1, 2).await?;
         Ok(page.resources.into_iter().next())
@@ -440,18 +471,38 @@ impl ScimClient {
 
     /// POST a resource; returns the created resource.
     pub async fn create(&self, resource: &str, body: &Value) -> Result<Reply, Failure> {
-        self.send(Method::POST, self.url(&[resource]), Some(body), false).await
+        self.send(Method::POST, self.url(&[resource]), Some(body), false)
+            .await
     }
 
     /// PATCH a resource.
-    pub async fn patch(&self, resource: &str, id: &ScimId, operations: Vec<Value>) -> Result<Reply, Failure> {
+    pub async fn patch(
+        &self,
+        resource: &str,
+        id: &ScimId,
+        operations: Vec<Value>,
+    ) -> Result<Reply, Failure> {
         let body = scim::patch_body(operations);
-        self.send(Method::PATCH, self.url(&[resource, id.as_str()]), Some(&body), true).await
+        self.send(
+            Method::PATCH,
+            self.url(&[resource, id.as_str()]),
+            Some(&body),
+            true,
+        )
+        .await
     }
 
     /// DELETE a resource; a 404 (already gone, e.g. after a retried delete) counts as done.
     pub async fn delete(&self, resource: &str, id: &ScimId) -> Result<Reply, Failure> {
-        match self.send(Method::DELETE, self.url(&[resource, id.as_str()]), None, true).await {
+        match self
+            .send(
+                Method::DELETE,
+                self.url(&[resource, id.as_str()]),
+                None,
+                true,
+            )
+            .await
+        {
             Err(Failure {
                 error: ScimError::Http { status: 404, .. },
                 attempts,
@@ -479,7 +530,10 @@ async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, ScimError> {
                 if out.len() + chunk.len() > MAX_BODY {
                     return Err(ScimError::Body {
                         status,
-                        message: format!("response body larger than {} MiB", MAX_BODY / (1024 * 1024)),
+                        message: format!(
+                            "response body larger than {} MiB",
+                            MAX_BODY / (1024 * 1024)
+                        ),
                     });
                 }
                 out.extend_from_slice(&chunk);
@@ -510,13 +564,22 @@ fn transport_error(e: reqwest::Error) -> ScimError {
     let lower = chain.to_lowercase();
     let kind = if e.is_timeout() {
         TransportKind::Timeout
-    } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service not known") {
+    } else if lower.contains("dns error")
+        || lower.contains("failed to lookup")
+        || lower.contains("name or service not known")
+    {
         TransportKind::Dns
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
         TransportKind::Tls
     } else if e.is_connect() {
         TransportKind::Connect
-    } else if e.is_body() || e.is_decode() || lower.contains("connection closed") || lower.contains("reset") || lower.contains("incomplete") {
+    } else if e.is_body()
+        || e.is_decode()
+        || lower.contains("connection closed")
+        || lower.contains("reset")
+        || lower.contains("incomplete")
+    {
         TransportKind::Reset
     } else {
         TransportKind::Other
@@ -526,4 +589,3 @@ fn transport_error(e: reqwest::Error) -> ScimError {
         message: scim::truncate(&chain, 300),
     }
 }
-

@@ -147,13 +147,27 @@ impl Row<'_> {
 
 fn describe(e: &ScimError) -> String {
     match e {
-        ScimError::Http { status: 401, detail, .. } => format!(
+        ScimError::Http {
+            status: 401,
+            detail,
+            ..
+        } => format!(
             "the target refused the API key (401 {detail}): the key is wrong or has expired — Atlassian directory API keys expire one year after they are created; generate a new one in admin.atlassian.com"
         ),
-        ScimError::Http { status: 403, detail, .. } => {
-            format!("the target forbids this (403 {detail}): the key lacks rights on this directory")
+        ScimError::Http {
+            status: 403,
+            detail,
+            ..
+        } => {
+            format!(
+                "the target forbids this (403 {detail}): the key lacks rights on this directory"
+            )
         }
-        ScimError::Http { status: 409, detail, .. } => format!(
+        ScimError::Http {
+            status: 409,
+            detail,
+            ..
+        } => format!(
             "409 uniqueness: {detail} — the email or userName belongs to another account (or a stale SCIM record); free it in Atlassian admin, then re-run"
         ),
         other => other.to_string(),
@@ -218,7 +232,18 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                 .lock()
                 .expect("not poisoned")
                 .insert(user.clone(), scim_id.clone());
-            update_user(ctx, shared, &row, user, scim_id, user_name, changes, adopt.is_some(), after.as_ref()).await
+            update_user(
+                ctx,
+                shared,
+                &row,
+                user,
+                scim_id,
+                user_name,
+                changes,
+                adopt.is_some(),
+                after.as_ref(),
+            )
+            .await
         }
         Action::DisableUser {
             user,
@@ -229,14 +254,27 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             let ops = vec![AttrPath::Simple("active".into()).patch_op(Some(Value::Bool(false)))];
             match ctx.client.patch("Users", scim_id, ops).await {
                 Ok(r) => done_ok(vec![
-                    row.record(Some(user), Some(user_name), None, None, Some(scim_id), "applied", Some(r.status), None, Some(why.describe().to_owned()), r.attempts),
+                    row.record(
+                        Some(user),
+                        Some(user_name),
+                        None,
+                        None,
+                        Some(scim_id),
+                        "applied",
+                        Some(r.status),
+                        None,
+                        Some(why.describe().to_owned()),
+                        r.attempts,
+                    ),
                     Record::UserPatch {
                         app: ctx.app.into(),
                         source_id: user.clone(),
                         changes: vec![("active".into(), Some(Value::Bool(false)))],
                     },
                 ]),
-                Err(f) => gone_or_failed(ctx, shared, &row, user, user_name, scim_id, f, "disabled"),
+                Err(f) => {
+                    gone_or_failed(ctx, shared, &row, user, user_name, scim_id, f, "disabled")
+                }
             }
         }
         Action::DeleteUser {
@@ -246,7 +284,18 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             why,
         } => match ctx.client.delete("Users", scim_id).await {
             Ok(r) => done_ok(vec![
-                row.record(Some(user), Some(user_name), None, None, Some(scim_id), "applied", Some(r.status), None, Some(why.describe().to_owned()), r.attempts),
+                row.record(
+                    Some(user),
+                    Some(user_name),
+                    None,
+                    None,
+                    Some(scim_id),
+                    "applied",
+                    Some(r.status),
+                    None,
+                    Some(why.describe().to_owned()),
+                    r.attempts,
+                ),
                 Record::UserUnlink {
                     app: ctx.app.into(),
                     source_id: user.clone(),
@@ -254,7 +303,10 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             ]),
             Err(f) => gone_or_failed(ctx, shared, &row, user, user_name, scim_id, f, "deleted"),
         },
-        Action::CreateGroup { group, display_name } => create_group(ctx, shared, &row, group, display_name).await,
+        Action::CreateGroup {
+            group,
+            display_name,
+        } => create_group(ctx, shared, &row, group, display_name).await,
         Action::UpdateGroup {
             group,
             scim_id,
@@ -275,19 +327,52 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             };
             if changes.is_empty() {
                 return done_ok(vec![
-                    row.record(Some(group), Some(display_name), None, None, Some(scim_id), "applied", None, None, Some("existing group linked".into()), 0),
+                    row.record(
+                        Some(group),
+                        Some(display_name),
+                        None,
+                        None,
+                        Some(scim_id),
+                        "applied",
+                        None,
+                        None,
+                        Some("existing group linked".into()),
+                        0,
+                    ),
                     link,
                 ]);
             }
             let ops = patch_ops(changes);
             match ctx.client.patch("Groups", scim_id, ops).await {
                 Ok(r) => done_ok(vec![
-                    row.record(Some(group), Some(display_name), None, None, Some(scim_id), "applied", Some(r.status), None, Some(changed_paths(changes)), r.attempts),
+                    row.record(
+                        Some(group),
+                        Some(display_name),
+                        None,
+                        None,
+                        Some(scim_id),
+                        "applied",
+                        Some(r.status),
+                        None,
+                        Some(changed_paths(changes)),
+                        r.attempts,
+                    ),
                     link,
                 ]),
                 Err(f) => {
                     shared.check_fatal(&f.error);
-                    done_failed(vec![row.record(Some(group), Some(display_name), None, None, Some(scim_id), "failed", f.error.status(), f.error.scim_type(), Some(describe(&f.error)), f.attempts)])
+                    done_failed(vec![row.record(
+                        Some(group),
+                        Some(display_name),
+                        None,
+                        None,
+                        Some(scim_id),
+                        "failed",
+                        f.error.status(),
+                        f.error.scim_type(),
+                        Some(describe(&f.error)),
+                        f.attempts,
+                    )])
                 }
             }
         }
@@ -296,7 +381,18 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             display_name,
             group_scim_id,
             members,
-        } => add_members(ctx, shared, &row, group, display_name, group_scim_id.as_ref(), members).await,
+        } => {
+            add_members(
+                ctx,
+                shared,
+                &row,
+                group,
+                display_name,
+                group_scim_id.as_ref(),
+                members,
+            )
+            .await
+        }
         Action::RemoveMembers {
             group,
             display_name,
@@ -312,12 +408,31 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                 Ok(r) => ("applied", Some(r.status), None, None, r.attempts),
                 Err(f) => {
                     shared.check_fatal(&f.error);
-                    ("failed", f.error.status(), f.error.scim_type(), Some(describe(&f.error)), f.attempts)
+                    (
+                        "failed",
+                        f.error.status(),
+                        f.error.scim_type(),
+                        Some(describe(&f.error)),
+                        f.attempts,
+                    )
                 }
             };
             let mut records: Vec<Record> = members
                 .iter()
-                .map(|m| row.record(m.user.as_ref(), Some(&m.label), None, Some(display_name), m.scim_id.as_ref(), outcome, status, scim_type, detail.clone(), attempts))
+                .map(|m| {
+                    row.record(
+                        m.user.as_ref(),
+                        Some(&m.label),
+                        None,
+                        Some(display_name),
+                        m.scim_id.as_ref(),
+                        outcome,
+                        status,
+                        scim_type,
+                        detail.clone(),
+                        attempts,
+                    )
+                })
                 .collect();
             let n = members.len() as u64;
             if result.is_ok() {
@@ -327,9 +442,19 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                     add: vec![],
                     remove: members.iter().filter_map(|m| m.user.clone()).collect(),
                 });
-                Done { records, applied: n, failed: 0, skipped: 0 }
+                Done {
+                    records,
+                    applied: n,
+                    failed: 0,
+                    skipped: 0,
+                }
             } else {
-                Done { records, applied: 0, failed: n, skipped: 0 }
+                Done {
+                    records,
+                    applied: 0,
+                    failed: n,
+                    skipped: 0,
+                }
             }
         }
         Action::DeleteGroup {
@@ -338,14 +463,36 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             display_name,
         } => match ctx.client.delete("Groups", scim_id).await {
             Ok(r) => done_ok(vec![
-                row.record(Some(group), Some(display_name), None, None, Some(scim_id), "applied", Some(r.status), None, None, r.attempts),
+                row.record(
+                    Some(group),
+                    Some(display_name),
+                    None,
+                    None,
+                    Some(scim_id),
+                    "applied",
+                    Some(r.status),
+                    None,
+                    None,
+                    r.attempts,
+                ),
                 Record::GroupUnlink {
                     app: ctx.app.into(),
                     source_id: group.clone(),
                 },
             ]),
             Err(f) if f.error.status() == Some(404) => done_ok(vec![
-                row.record(Some(group), Some(display_name), None, None, Some(scim_id), "applied", Some(404), None, Some("the group was already gone from the target".into()), f.attempts),
+                row.record(
+                    Some(group),
+                    Some(display_name),
+                    None,
+                    None,
+                    Some(scim_id),
+                    "applied",
+                    Some(404),
+                    None,
+                    Some("the group was already gone from the target".into()),
+                    f.attempts,
+                ),
                 Record::GroupUnlink {
                     app: ctx.app.into(),
                     source_id: group.clone(),
@@ -353,43 +500,117 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             ]),
             Err(f) => {
                 shared.check_fatal(&f.error);
-                done_failed(vec![row.record(Some(group), Some(display_name), None, None, Some(scim_id), "failed", f.error.status(), f.error.scim_type(), Some(describe(&f.error)), f.attempts)])
+                done_failed(vec![row.record(
+                    Some(group),
+                    Some(display_name),
+                    None,
+                    None,
+                    Some(scim_id),
+                    "failed",
+                    f.error.status(),
+                    f.error.scim_type(),
+                    Some(describe(&f.error)),
+                    f.attempts,
+                )])
             }
         },
     }
 }
 
 fn done_ok(records: Vec<Record>) -> Done {
-    Done { records, applied: 1, failed: 0, skipped: 0 }
+    Done {
+        records,
+        applied: 1,
+        failed: 0,
+        skipped: 0,
+    }
 }
 
 fn done_failed(records: Vec<Record>) -> Done {
-    Done { records, applied: 0, failed: 1, skipped: 0 }
+    Done {
+        records,
+        applied: 0,
+        failed: 1,
+        skipped: 0,
+    }
 }
 
 fn skip_all(action: &Action, row: &Row<'_>, reason: &str) -> Done {
     let records: Vec<Record> = match action {
-        Action::AddMembers { display_name, members, .. } | Action::RemoveMembers { display_name, members, .. } => members
+        Action::AddMembers {
+            display_name,
+            members,
+            ..
+        }
+        | Action::RemoveMembers {
+            display_name,
+            members,
+            ..
+        } => members
             .iter()
-            .map(|m| row.record(m.user.as_ref(), Some(&m.label), None, Some(display_name), m.scim_id.as_ref(), "skipped", None, None, Some(reason.to_owned()), 0))
+            .map(|m| {
+                row.record(
+                    m.user.as_ref(),
+                    Some(&m.label),
+                    None,
+                    Some(display_name),
+                    m.scim_id.as_ref(),
+                    "skipped",
+                    None,
+                    None,
+                    Some(reason.to_owned()),
+                    0,
+                )
+            })
             .collect(),
         other => {
             let (name, scim_id) = match other {
                 Action::CreateUser { user_name, .. } => (user_name.as_str(), None),
-                Action::UpdateUser { user_name, scim_id, .. }
-                | Action::DisableUser { user_name, scim_id, .. }
-                | Action::DeleteUser { user_name, scim_id, .. } => (user_name.as_str(), Some(scim_id)),
-                Action::CreateGroup { display_name, .. } => (display_name.as_str(), None),
-                Action::UpdateGroup { display_name, scim_id, .. } | Action::DeleteGroup { display_name, scim_id, .. } => {
-                    (display_name.as_str(), Some(scim_id))
+                Action::UpdateUser {
+                    user_name, scim_id, ..
                 }
-                Action::AddMembers { .. } | Action::RemoveMembers { .. } => unreachable!("handled above"),
+                | Action::DisableUser {
+                    user_name, scim_id, ..
+                }
+                | Action::DeleteUser {
+                    user_name, scim_id, ..
+                } => (user_name.as_str(), Some(scim_id)),
+                Action::CreateGroup { display_name, .. } => (display_name.as_str(), None),
+                Action::UpdateGroup {
+                    display_name,
+                    scim_id,
+                    ..
+                }
+                | Action::DeleteGroup {
+                    display_name,
+                    scim_id,
+                    ..
+                } => (display_name.as_str(), Some(scim_id)),
+                Action::AddMembers { .. } | Action::RemoveMembers { .. } => {
+                    unreachable!("handled above")
+                }
             };
-            vec![row.record(Some(other.subject()), Some(name), None, None, scim_id, "skipped", None, None, Some(reason.to_owned()), 0)]
+            vec![row.record(
+                Some(other.subject()),
+                Some(name),
+                None,
+                None,
+                scim_id,
+                "skipped",
+                None,
+                None,
+                Some(reason.to_owned()),
+                0,
+            )]
         }
     };
     let n = records.len() as u64;
-    Done { records, applied: 0, failed: 0, skipped: n }
+    Done {
+        records,
+        applied: 0,
+        failed: 0,
+        skipped: n,
+    }
 }
 
 fn patch_ops(changes: &[Change]) -> Vec<Value> {
@@ -419,7 +640,20 @@ fn gone_or_failed(
 ) -> Done {
     if f.error.status() == Some(404) {
         return done_ok(vec![
-            row.record(Some(user), Some(user_name), None, None, Some(scim_id), "applied", Some(404), None, Some(format!("the account was already gone from the target (not {what}); link removed")), f.attempts),
+            row.record(
+                Some(user),
+                Some(user_name),
+                None,
+                None,
+                Some(scim_id),
+                "applied",
+                Some(404),
+                None,
+                Some(format!(
+                    "the account was already gone from the target (not {what}); link removed"
+                )),
+                f.attempts,
+            ),
             Record::UserUnlink {
                 app: ctx.app.into(),
                 source_id: user.clone(),
@@ -427,12 +661,31 @@ fn gone_or_failed(
         ]);
     }
     shared.check_fatal(&f.error);
-    done_failed(vec![row.record(Some(user), Some(user_name), None, None, Some(scim_id), "failed", f.error.status(), f.error.scim_type(), Some(describe(&f.error)), f.attempts)])
+    done_failed(vec![row.record(
+        Some(user),
+        Some(user_name),
+        None,
+        None,
+        Some(scim_id),
+        "failed",
+        f.error.status(),
+        f.error.scim_type(),
+        Some(describe(&f.error)),
+        f.attempts,
+    )])
 }
 
 /// Find an existing account for a source user: externalId first, then userName.
-async fn lookup_user(ctx: &Context<'_>, user: &SourceId, user_name: &str) -> Result<Option<Value>, Failure> {
-    if let Some(found) = ctx.client.find("Users", "externalId", user.as_str()).await? {
+async fn lookup_user(
+    ctx: &Context<'_>,
+    user: &SourceId,
+    user_name: &str,
+) -> Result<Option<Value>, Failure> {
+    if let Some(found) = ctx
+        .client
+        .find("Users", "externalId", user.as_str())
+        .await?
+    {
         return Ok(Some(found));
     }
     ctx.client.find("Users", "userName", user_name).await
@@ -451,15 +704,52 @@ async fn create_user(
     let email = email_of(attrs);
     let fail = |f: &Failure, detail: String, shared: &Shared| {
         shared.check_fatal(&f.error);
-        shared.failed_users.lock().expect("not poisoned").insert(user.clone());
-        done_failed(vec![row.record(Some(user), Some(user_name), email, None, None, "failed", f.error.status(), f.error.scim_type(), Some(detail), f.attempts)])
+        shared
+            .failed_users
+            .lock()
+            .expect("not poisoned")
+            .insert(user.clone());
+        done_failed(vec![row.record(
+            Some(user),
+            Some(user_name),
+            email,
+            None,
+            None,
+            "failed",
+            f.error.status(),
+            f.error.scim_type(),
+            Some(detail),
+            f.attempts,
+        )])
     };
     let mut attempts = 0;
     if lookup_first {
         match lookup_user(ctx, user, user_name).await {
-            Ok(Some(found)) => return adopt_user(ctx, shared, row, user, user_name, attrs, &found, "existing account matched before create", attempts).await,
+            Ok(Some(found)) => {
+                return adopt_user(
+                    ctx,
+                    shared,
+                    row,
+                    user,
+                    user_name,
+                    attrs,
+                    &found,
+                    "existing account matched before create",
+                    attempts,
+                )
+                .await;
+            }
             Ok(None) => {}
-            Err(f) => return fail(&f, format!("looking the account up before create failed: {}", describe(&f.error)), shared),
+            Err(f) => {
+                return fail(
+                    &f,
+                    format!(
+                        "looking the account up before create failed: {}",
+                        describe(&f.error)
+                    ),
+                    shared,
+                );
+            }
         }
     }
     let body = scim::user_body(attrs);
@@ -485,9 +775,24 @@ async fn create_user(
                         ),
                     };
                 };
-                shared.users.lock().expect("not poisoned").insert(user.clone(), id.clone());
+                shared
+                    .users
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(user.clone(), id.clone());
                 return done_ok(vec![
-                    row.record(Some(user), Some(user_name), email, None, Some(&id), "applied", Some(reply.status), None, None, attempts),
+                    row.record(
+                        Some(user),
+                        Some(user_name),
+                        email,
+                        None,
+                        Some(&id),
+                        "applied",
+                        Some(reply.status),
+                        None,
+                        None,
+                        attempts,
+                    ),
                     Record::UserState {
                         app: ctx.app.into(),
                         source_id: user.clone(),
@@ -513,7 +818,10 @@ async fn create_user(
                         } else {
                             "create was in doubt; the account existed and was adopted"
                         };
-                        return adopt_user(ctx, shared, row, user, user_name, attrs, &found, how, attempts).await;
+                        return adopt_user(
+                            ctx, shared, row, user, user_name, attrs, &found, how, attempts,
+                        )
+                        .await;
                     }
                     Ok(None) if conflict => {
                         let detail = format!(
@@ -531,7 +839,11 @@ async fn create_user(
                         return fail(&Failure { attempts, ..f }, detail, shared);
                     }
                     Err(lf) => {
-                        let detail = format!("{}; the lookup that followed failed too: {}", describe(&f.error), describe(&lf.error));
+                        let detail = format!(
+                            "{}; the lookup that followed failed too: {}",
+                            describe(&f.error),
+                            describe(&lf.error)
+                        );
                         return fail(&Failure { attempts, ..f }, detail, shared);
                     }
                 }
@@ -556,8 +868,23 @@ async fn adopt_user(
 ) -> Done {
     let email = email_of(attrs);
     let Some(id) = scim::resource_id(found) else {
-        shared.failed_users.lock().expect("not poisoned").insert(user.clone());
-        return done_failed(vec![row.record(Some(user), Some(user_name), email, None, None, "failed", None, None, Some("the matching account has no id".into()), attempts_before)]);
+        shared
+            .failed_users
+            .lock()
+            .expect("not poisoned")
+            .insert(user.clone());
+        return done_failed(vec![row.record(
+            Some(user),
+            Some(user_name),
+            email,
+            None,
+            None,
+            "failed",
+            None,
+            None,
+            Some("the matching account has no id".into()),
+            attempts_before,
+        )]);
     };
     let current = scim::read_attrs(found, attrs.keys());
     let mut changes = Vec::new();
@@ -571,7 +898,11 @@ async fn adopt_user(
             });
         }
     }
-    shared.users.lock().expect("not poisoned").insert(user.clone(), id.clone());
+    shared
+        .users
+        .lock()
+        .expect("not poisoned")
+        .insert(user.clone(), id.clone());
     let link = Record::UserState {
         app: ctx.app.into(),
         source_id: user.clone(),
@@ -579,11 +910,36 @@ async fn adopt_user(
         state: attrs.clone(),
     };
     if changes.is_empty() {
-        return done_ok(vec![row.record(Some(user), Some(user_name), email, None, Some(&id), "applied", None, None, Some(how.to_owned()), attempts_before), link]);
+        return done_ok(vec![
+            row.record(
+                Some(user),
+                Some(user_name),
+                email,
+                None,
+                Some(&id),
+                "applied",
+                None,
+                None,
+                Some(how.to_owned()),
+                attempts_before,
+            ),
+            link,
+        ]);
     }
     match ctx.client.patch("Users", &id, patch_ops(&changes)).await {
         Ok(r) => done_ok(vec![
-            row.record(Some(user), Some(user_name), email, None, Some(&id), "applied", Some(r.status), None, Some(format!("{how}; {}", changed_paths(&changes))), attempts_before + r.attempts),
+            row.record(
+                Some(user),
+                Some(user_name),
+                email,
+                None,
+                Some(&id),
+                "applied",
+                Some(r.status),
+                None,
+                Some(format!("{how}; {}", changed_paths(&changes))),
+                attempts_before + r.attempts,
+            ),
             link,
         ]),
         Err(f) => {
@@ -592,7 +948,21 @@ async fn adopt_user(
             let mut state = current;
             state.insert("externalId".into(), Value::String(user.0.clone()));
             done_failed(vec![
-                row.record(Some(user), Some(user_name), email, None, Some(&id), "failed", f.error.status(), f.error.scim_type(), Some(format!("{how}, but updating it failed: {}", describe(&f.error))), attempts_before + f.attempts),
+                row.record(
+                    Some(user),
+                    Some(user_name),
+                    email,
+                    None,
+                    Some(&id),
+                    "failed",
+                    f.error.status(),
+                    f.error.scim_type(),
+                    Some(format!(
+                        "{how}, but updating it failed: {}",
+                        describe(&f.error)
+                    )),
+                    attempts_before + f.attempts,
+                ),
                 Record::UserState {
                     app: ctx.app.into(),
                     source_id: user.clone(),
@@ -626,12 +996,26 @@ async fn update_user(
         None => Record::UserPatch {
             app: ctx.app.into(),
             source_id: user.clone(),
-            changes: changes.iter().map(|c| (c.path.clone(), c.new.clone())).collect(),
+            changes: changes
+                .iter()
+                .map(|c| (c.path.clone(), c.new.clone()))
+                .collect(),
         },
     };
     if changes.is_empty() {
         return done_ok(vec![
-            row.record(Some(user), Some(user_name), None, None, Some(scim_id), "applied", None, None, Some("existing account linked (no change needed)".into()), 0),
+            row.record(
+                Some(user),
+                Some(user_name),
+                None,
+                None,
+                Some(scim_id),
+                "applied",
+                None,
+                None,
+                Some("existing account linked (no change needed)".into()),
+                0,
+            ),
             state_record(),
         ]);
     }
@@ -645,12 +1029,27 @@ async fn update_user(
                 detail.push_str(" (corrected drift in the target)");
             }
             done_ok(vec![
-                row.record(Some(user), Some(user_name), None, None, Some(scim_id), "applied", Some(r.status), None, Some(detail), r.attempts),
+                row.record(
+                    Some(user),
+                    Some(user_name),
+                    None,
+                    None,
+                    Some(scim_id),
+                    "applied",
+                    Some(r.status),
+                    None,
+                    Some(detail),
+                    r.attempts,
+                ),
                 state_record(),
             ])
         }
         Err(f) if f.error.status() == Some(404) => {
-            shared.failed_users.lock().expect("not poisoned").insert(user.clone());
+            shared
+                .failed_users
+                .lock()
+                .expect("not poisoned")
+                .insert(user.clone());
             done_failed(vec![
                 row.record(Some(user), Some(user_name), None, None, Some(scim_id), "failed", Some(404), None, Some("the account no longer exists in the target; its link was removed and the next run re-creates it".into()), f.attempts),
                 Record::UserUnlink {
@@ -661,12 +1060,29 @@ async fn update_user(
         }
         Err(f) => {
             shared.check_fatal(&f.error);
-            done_failed(vec![row.record(Some(user), Some(user_name), None, None, Some(scim_id), "failed", f.error.status(), f.error.scim_type(), Some(describe(&f.error)), f.attempts)])
+            done_failed(vec![row.record(
+                Some(user),
+                Some(user_name),
+                None,
+                None,
+                Some(scim_id),
+                "failed",
+                f.error.status(),
+                f.error.scim_type(),
+                Some(describe(&f.error)),
+                f.attempts,
+            )])
         }
     }
 }
 
-async fn create_group(ctx: &Context<'_>, shared: &Shared, row: &Row<'_>, group: &SourceId, display_name: &str) -> Done {
+async fn create_group(
+    ctx: &Context<'_>,
+    shared: &Shared,
+    row: &Row<'_>,
+    group: &SourceId,
+    display_name: &str,
+) -> Done {
     let link = |id: &ScimId| Record::GroupLink {
         app: ctx.app.into(),
         source_id: group.clone(),
@@ -674,14 +1090,44 @@ async fn create_group(ctx: &Context<'_>, shared: &Shared, row: &Row<'_>, group: 
         display_name: display_name.to_owned(),
     };
     let fail = |status, scim_type: Option<&str>, detail: String, attempts| {
-        shared.failed_groups.lock().expect("not poisoned").insert(group.clone());
-        done_failed(vec![row.record(Some(group), Some(display_name), None, None, None, "failed", status, scim_type, Some(detail), attempts)])
+        shared
+            .failed_groups
+            .lock()
+            .expect("not poisoned")
+            .insert(group.clone());
+        done_failed(vec![row.record(
+            Some(group),
+            Some(display_name),
+            None,
+            None,
+            None,
+            "failed",
+            status,
+            scim_type,
+            Some(detail),
+            attempts,
+        )])
     };
     let adopt = |found: Option<Value>, attempts: u32, why: &str| -> Option<Done> {
         let id = found.as_ref().and_then(scim::resource_id)?;
-        shared.groups.lock().expect("not poisoned").insert(group.clone(), id.clone());
+        shared
+            .groups
+            .lock()
+            .expect("not poisoned")
+            .insert(group.clone(), id.clone());
         Some(done_ok(vec![
-            row.record(Some(group), Some(display_name), None, None, Some(&id), "applied", None, None, Some(why.to_owned()), attempts),
+            row.record(
+                Some(group),
+                Some(display_name),
+                None,
+                None,
+                Some(&id),
+                "applied",
+                None,
+                None,
+                Some(why.to_owned()),
+                attempts,
+            ),
             link(&id),
         ]))
     };
@@ -689,16 +1135,43 @@ async fn create_group(ctx: &Context<'_>, shared: &Shared, row: &Row<'_>, group: 
     match ctx.client.create("Groups", &body).await {
         Ok(reply) => match reply.body.as_ref().and_then(scim::resource_id) {
             Some(id) => {
-                shared.groups.lock().expect("not poisoned").insert(group.clone(), id.clone());
+                shared
+                    .groups
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(group.clone(), id.clone());
                 done_ok(vec![
-                    row.record(Some(group), Some(display_name), None, None, Some(&id), "applied", Some(reply.status), None, None, reply.attempts),
+                    row.record(
+                        Some(group),
+                        Some(display_name),
+                        None,
+                        None,
+                        Some(&id),
+                        "applied",
+                        Some(reply.status),
+                        None,
+                        None,
+                        reply.attempts,
+                    ),
                     link(&id),
                 ])
             }
             None => match ctx.client.find("Groups", "displayName", display_name).await {
                 Ok(found) => adopt(found, reply.attempts, "created; id read back by lookup")
-                    .unwrap_or_else(|| fail(Some(reply.status), None, "created but no id came back and the group was not found".into(), reply.attempts)),
-                Err(f) => fail(f.error.status(), None, describe(&f.error), reply.attempts + f.attempts),
+                    .unwrap_or_else(|| {
+                        fail(
+                            Some(reply.status),
+                            None,
+                            "created but no id came back and the group was not found".into(),
+                            reply.attempts,
+                        )
+                    }),
+                Err(f) => fail(
+                    f.error.status(),
+                    None,
+                    describe(&f.error),
+                    reply.attempts + f.attempts,
+                ),
             },
         },
         Err(f) => {
@@ -723,7 +1196,12 @@ async fn create_group(ctx: &Context<'_>, shared: &Shared, row: &Row<'_>, group: 
                     }
                 }
             }
-            fail(f.error.status(), f.error.scim_type(), describe(&f.error), f.attempts)
+            fail(
+                f.error.status(),
+                f.error.scim_type(),
+                describe(&f.error),
+                f.attempts,
+            )
         }
     }
 }
@@ -738,21 +1216,49 @@ async fn add_members(
     group_scim_id: Option<&ScimId>,
     members: &[Member],
 ) -> Done {
-    let group_id = group_scim_id
-        .cloned()
-        .or_else(|| shared.groups.lock().expect("not poisoned").get(group).cloned());
+    let group_id = group_scim_id.cloned().or_else(|| {
+        shared
+            .groups
+            .lock()
+            .expect("not poisoned")
+            .get(group)
+            .cloned()
+    });
     let Some(group_id) = group_id else {
-        let reason = if shared.failed_groups.lock().expect("not poisoned").contains(group) {
+        let reason = if shared
+            .failed_groups
+            .lock()
+            .expect("not poisoned")
+            .contains(group)
+        {
             "skipped: the group could not be created"
         } else {
             "skipped: the group has no id in the target"
         };
         let records: Vec<Record> = members
             .iter()
-            .map(|m| row.record(m.user.as_ref(), Some(&m.label), None, Some(display_name), None, "skipped", None, None, Some(reason.into()), 0))
+            .map(|m| {
+                row.record(
+                    m.user.as_ref(),
+                    Some(&m.label),
+                    None,
+                    Some(display_name),
+                    None,
+                    "skipped",
+                    None,
+                    None,
+                    Some(reason.into()),
+                    0,
+                )
+            })
             .collect();
         let n = records.len() as u64;
-        return Done { records, applied: 0, failed: 0, skipped: n };
+        return Done {
+            records,
+            applied: 0,
+            failed: 0,
+            skipped: n,
+        };
     };
     let mut records = Vec::new();
     let mut skipped = 0;
@@ -761,7 +1267,10 @@ async fn add_members(
         let users = shared.users.lock().expect("not poisoned");
         let failed = shared.failed_users.lock().expect("not poisoned");
         for m in members {
-            let id = m.scim_id.clone().or_else(|| m.user.as_ref().and_then(|u| users.get(u).cloned()));
+            let id = m
+                .scim_id
+                .clone()
+                .or_else(|| m.user.as_ref().and_then(|u| users.get(u).cloned()));
             match id {
                 Some(id) => ready.push((m, id)),
                 None => {
@@ -771,13 +1280,29 @@ async fn add_members(
                     } else {
                         "skipped: the user has no id in the target"
                     };
-                    records.push(row.record(m.user.as_ref(), Some(&m.label), None, Some(display_name), None, "skipped", None, None, Some(reason.into()), 0));
+                    records.push(row.record(
+                        m.user.as_ref(),
+                        Some(&m.label),
+                        None,
+                        Some(display_name),
+                        None,
+                        "skipped",
+                        None,
+                        None,
+                        Some(reason.into()),
+                        0,
+                    ));
                 }
             }
         }
     }
     if ready.is_empty() {
-        return Done { records, applied: 0, failed: 0, skipped };
+        return Done {
+            records,
+            applied: 0,
+            failed: 0,
+            skipped,
+        };
     }
     let first = send_add(ctx, &group_id, ready).await;
     let mut outcomes = vec![first];
@@ -803,12 +1328,34 @@ async fn add_members(
                     if let Some(u) = &m.user {
                         added.push(u.clone());
                     }
-                    records.push(row.record(m.user.as_ref(), Some(&m.label), None, Some(display_name), Some(&id), "applied", Some(r.status), None, None, r.attempts));
+                    records.push(row.record(
+                        m.user.as_ref(),
+                        Some(&m.label),
+                        None,
+                        Some(display_name),
+                        Some(&id),
+                        "applied",
+                        Some(r.status),
+                        None,
+                        None,
+                        r.attempts,
+                    ));
                 }
                 Err(f) => {
                     failed += 1;
                     shared.check_fatal(&f.error);
-                    records.push(row.record(m.user.as_ref(), Some(&m.label), None, Some(display_name), Some(&id), "failed", f.error.status(), f.error.scim_type(), Some(describe(&f.error)), f.attempts));
+                    records.push(row.record(
+                        m.user.as_ref(),
+                        Some(&m.label),
+                        None,
+                        Some(display_name),
+                        Some(&id),
+                        "failed",
+                        f.error.status(),
+                        f.error.scim_type(),
+                        Some(describe(&f.error)),
+                        f.attempts,
+                    ));
                 }
             }
         }
@@ -821,7 +1368,12 @@ async fn add_members(
             remove: vec![],
         });
     }
-    Done { records, applied, failed, skipped }
+    Done {
+        records,
+        applied,
+        failed,
+        skipped,
+    }
 }
 
 async fn send_add<'m>(

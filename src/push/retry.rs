@@ -57,11 +57,18 @@ impl Schedule {
     /// The delay before the next attempt, given how many attempts were made and
     /// the server's Retry-After; `None` when the attempts are used up.
     /// A Retry-After spends an attempt like any other retry.
-    pub fn next_delay(&mut self, attempts_made: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    pub fn next_delay(
+        &mut self,
+        attempts_made: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         if attempts_made >= self.max_attempts {
             return None;
         }
-        let jittered = self.backoff.next_backoff().unwrap_or(self.backoff.max_interval);
+        let jittered = self
+            .backoff
+            .next_backoff()
+            .unwrap_or(self.backoff.max_interval);
         Some(match retry_after {
             Some(ra) => ra.min(self.max_retry_after),
             None => jittered,
@@ -138,7 +145,10 @@ mod tests {
     #[test]
     fn retry_after_is_capped() {
         let mut s = policy(5).schedule();
-        assert_eq!(s.next_delay(1, Some(Duration::from_secs(3600))), Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.next_delay(1, Some(Duration::from_secs(3600))),
+            Some(Duration::from_secs(60))
+        );
     }
 
     #[test]
@@ -149,7 +159,10 @@ mod tests {
             parse_retry_after("Mon, 23 Nov 2026 10:00:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Mon, 23 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 

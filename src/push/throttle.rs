@@ -48,7 +48,11 @@ impl Throttle {
     /// Wait for the not-before instant, a free slot and a token.
     /// Hold the returned permit while the request is in flight.
     pub async fn acquire(&self) -> SemaphorePermit<'_> {
-        let permit = self.inflight.acquire().await.expect("the semaphore is never closed");
+        let permit = self
+            .inflight
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         loop {
             let wait_until = *self.not_before.lock().expect("not poisoned");
             match wait_until {

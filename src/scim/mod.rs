@@ -92,7 +92,11 @@ pub fn resource_id(resource: &Value) -> Option<ScimId> {
 pub fn str_attr<'a>(resource: &'a Value, name: &str) -> Option<&'a str> {
     let obj = resource.as_object()?;
     obj.get(name)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))?
+        .or_else(|| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })?
         .as_str()
 }
 
@@ -107,10 +111,15 @@ pub struct ListPage {
 
 /// Parse a ListResponse leniently (`itemsPerPage` is ignored: Atlassian's is wrong).
 pub fn parse_list(body: &Value) -> Result<ListPage, String> {
-    let obj = body.as_object().ok_or("list response is not a JSON object")?;
+    let obj = body
+        .as_object()
+        .ok_or("list response is not a JSON object")?;
     let get = |k: &str| {
-        obj.get(k)
-            .or_else(|| obj.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v))
+        obj.get(k).or_else(|| {
+            obj.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v)
+        })
     };
     let total_results = match get("totalResults") {
         Some(Value::Number(n)) => n.as_u64().ok_or("totalResults is not a whole number")? as usize,
@@ -183,7 +192,10 @@ pub fn parse_error_body(bytes: &[u8]) -> ErrorBody {
             .split_once("<title>")
             .and_then(|(_, rest)| rest.split_once("</title>"))
             .map(|(t, _)| t.trim().to_owned());
-        format!("HTML page: {}", title.unwrap_or_else(|| truncate(&text, 120)))
+        format!(
+            "HTML page: {}",
+            title.unwrap_or_else(|| truncate(&text, 120))
+        )
     } else {
         text.to_string()
     };
@@ -225,11 +237,20 @@ mod tests {
 
     #[test]
     fn list_parsing_ignores_items_per_page() {
-        let p = parse_list(&json!({"totalResults": 3, "itemsPerPage": 10000, "Resources": [{"id": "a"}]})).unwrap();
+        let p = parse_list(
+            &json!({"totalResults": 3, "itemsPerPage": 10000, "Resources": [{"id": "a"}]}),
+        )
+        .unwrap();
         assert_eq!(p.total_results, 3);
         assert_eq!(p.resources.len(), 1);
         assert!(parse_list(&json!({"Resources": []})).is_err());
-        assert_eq!(parse_list(&json!({"totalResults": 0})).unwrap().resources.len(), 0);
+        assert_eq!(
+            parse_list(&json!({"totalResults": 0}))
+                .unwrap()
+                .resources
+                .len(),
+            0
+        );
     }
 
     #[test]

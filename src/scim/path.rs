@@ -89,9 +89,9 @@ impl AttrPath {
         let found = match self {
             AttrPath::Simple(a) => get_ci(resource, a).cloned(),
             AttrPath::Sub(a, s) => get_ci(resource, a).and_then(|v| get_ci(v, s)).cloned(),
-            AttrPath::Extension { urn, attr } => get_ci(resource, urn)
-                .and_then(|v| get_ci(v, attr))
-                .cloned(),
+            AttrPath::Extension { urn, attr } => {
+                get_ci(resource, urn).and_then(|v| get_ci(v, attr)).cloned()
+            }
             AttrPath::Typed { attr, type_, sub } => {
                 let items = get_ci(resource, attr)?.as_array()?;
                 let typed = items.iter().find(|i| {
@@ -163,7 +163,9 @@ impl AttrPath {
                 "op": "remove",
                 "path": format!("{attr}[type eq \"{type_}\"]"),
             }),
-            (_, Some(v)) => serde_json::json!({"op": "replace", "path": self.to_string(), "value": v}),
+            (_, Some(v)) => {
+                serde_json::json!({"op": "replace", "path": self.to_string(), "value": v})
+            }
             (_, None) => serde_json::json!({"op": "remove", "path": self.to_string()}),
         }
     }
@@ -224,7 +226,14 @@ mod tests {
             let p = AttrPath::parse(s).unwrap_or_else(|| panic!("{s}"));
             assert_eq!(p.to_string(), s);
         }
-        for bad in ["", "a.b.c", "emails[value eq \"x\"].value", "urn:", "1abc", "x[type eq work].value"] {
+        for bad in [
+            "",
+            "a.b.c",
+            "emails[value eq \"x\"].value",
+            "urn:",
+            "1abc",
+            "x[type eq work].value",
+        ] {
             assert!(AttrPath::parse(bad).is_none(), "{bad}");
         }
     }
@@ -241,7 +250,10 @@ mod tests {
         let get = |s: &str| AttrPath::parse(s).unwrap().get(&user);
         assert_eq!(get("username"), Some(json!("ann")));
         assert_eq!(get("name.givenName"), Some(json!("Ann")));
-        assert_eq!(get("emails[type eq \"work\"].value"), Some(json!("ann@x.org")));
+        assert_eq!(
+            get("emails[type eq \"work\"].value"),
+            Some(json!("ann@x.org"))
+        );
         assert_eq!(
             get("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
             Some(json!("R&D"))
@@ -265,7 +277,11 @@ mod tests {
         }
         let body = Value::Object(body);
         for (p, v) in &paths {
-            assert_eq!(AttrPath::parse(p).unwrap().get(&body).as_ref(), Some(v), "{p}");
+            assert_eq!(
+                AttrPath::parse(p).unwrap().get(&body).as_ref(),
+                Some(v),
+                "{p}"
+            );
         }
         assert_eq!(body["emails"][0]["primary"], json!(true));
     }

@@ -8,7 +8,10 @@ use crate::config::SourceSettings;
 use crate::model::{Origin, RecordKind};
 
 fn reader(bytes: &[u8], settings: &SourceSettings) -> ::csv::Reader<std::io::Cursor<Vec<u8>>> {
-    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes).to_vec();
+    let body = bytes
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(bytes)
+        .to_vec();
     ::csv::ReaderBuilder::new()
         .delimiter(settings.delimiter)
         .flexible(true)
@@ -87,7 +90,10 @@ fn records<'r>(
                             fields.insert(name.clone(), v.to_owned());
                         }
                         Err(_) => {
-                            return Some((line, Err(format!("column `{name}` is not valid UTF-8"))));
+                            return Some((
+                                line,
+                                Err(format!("column `{name}` is not valid UTF-8")),
+                            ));
                         }
                     }
                 }
@@ -161,8 +167,9 @@ pub(super) fn load_groups(
     if !names.iter().any(|n| n == "group") {
         return Err(SourceError::Format {
             path: path.to_path_buf(),
-            message: "line 1: no `group` column (expected columns: group, member, optional group_id)"
-                .into(),
+            message:
+                "line 1: no `group` column (expected columns: group, member, optional group_id)"
+                    .into(),
         });
     }
     for (line, rec) in records(&mut rdr, &names) {

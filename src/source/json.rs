@@ -38,7 +38,11 @@ pub(super) fn load(
     let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let doc: Value = serde_json::from_slice(body).map_err(|e| SourceError::Format {
         path: path.to_path_buf(),
-        message: format!("line {}, column {}: invalid JSON: {e}", e.line(), e.column()),
+        message: format!(
+            "line {}, column {}: invalid JSON: {e}",
+            e.line(),
+            e.column()
+        ),
     })?;
     let format = |message: &str| SourceError::Format {
         path: path.to_path_buf(),
@@ -66,7 +70,11 @@ pub(super) fn load(
             };
             (users, groups)
         }
-        _ => return Err(format("expected an object with `users`/`groups` or an array of users")),
+        _ => {
+            return Err(format(
+                "expected an object with `users`/`groups` or an array of users",
+            ));
+        }
     };
     if users_expected && users.is_none() {
         return Err(format("no `users` array"));
@@ -75,7 +83,13 @@ pub(super) fn load(
     for (i, item) in users.into_iter().flatten().enumerate() {
         let at = origin(path, format!("users[{i}]"));
         let Value::Object(obj) = item else {
-            builder.reject(RecordKind::User, at, None, None, "expected an object".into());
+            builder.reject(
+                RecordKind::User,
+                at,
+                None,
+                None,
+                "expected an object".into(),
+            );
             continue;
         };
         let mut fields = BTreeMap::new();
@@ -122,7 +136,13 @@ pub(super) fn load(
     for (i, item) in groups.into_iter().flatten().enumerate() {
         let at = origin(path, format!("groups[{i}]"));
         let Value::Object(obj) = item else {
-            builder.reject(RecordKind::Group, at, None, None, "expected an object".into());
+            builder.reject(
+                RecordKind::Group,
+                at,
+                None,
+                None,
+                "expected an object".into(),
+            );
             continue;
         };
         let id = obj.get("id").map(scalar);

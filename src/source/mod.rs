@@ -148,13 +148,22 @@ impl<'a> Builder<'a> {
             .iter()
             .find_map(|f| fields.get(*f).filter(|v| !v.trim().is_empty()).cloned());
         let reject = |b: &mut Self, reason: String| {
-            b.reject(RecordKind::User, origin.clone(), Some(id.clone()), label.clone(), reason)
+            b.reject(
+                RecordKind::User,
+                origin.clone(),
+                Some(id.clone()),
+                label.clone(),
+                reason,
+            )
         };
         if id.is_empty() {
             return reject(self, "missing required value `id`".into());
         }
         if let Some((k, _)) = fields.iter().find(|(_, v)| v.len() > MAX_FIELD_BYTES) {
-            return reject(self, format!("field `{k}` is longer than {MAX_FIELD_BYTES} bytes"));
+            return reject(
+                self,
+                format!("field `{k}` is longer than {MAX_FIELD_BYTES} bytes"),
+            );
         }
         let active = match fields.remove("active") {
             None => true,
@@ -162,7 +171,10 @@ impl<'a> Builder<'a> {
             Some(v) => match parse_bool(&v) {
                 Some(b) => b,
                 None => {
-                    return reject(self, format!("`active` is `{v}`, not true/false/yes/no/1/0"));
+                    return reject(
+                        self,
+                        format!("`active` is `{v}`, not true/false/yes/no/1/0"),
+                    );
                 }
             },
         };
@@ -197,7 +209,13 @@ impl<'a> Builder<'a> {
     }
 
     /// Record a group (and optionally one member).
-    pub(crate) fn group(&mut self, origin: Origin, id: Option<String>, name: String, member: Option<String>) {
+    pub(crate) fn group(
+        &mut self,
+        origin: Origin,
+        id: Option<String>,
+        name: String,
+        member: Option<String>,
+    ) {
         let name = name.trim().to_owned();
         let id = id
             .map(|i| i.trim().to_owned())
@@ -246,7 +264,10 @@ impl<'a> Builder<'a> {
                 self.groups.len() - 1
             }
         };
-        if let Some(m) = member.map(|m| m.trim().to_owned()).filter(|m| !m.is_empty()) {
+        if let Some(m) = member
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+        {
             self.groups[idx].members.insert(SourceId(m));
         }
     }
@@ -302,7 +323,11 @@ impl<'a> Builder<'a> {
             }
         }
         for (name, member, origin) in extra {
-            match by_name.get(&name).copied().or_else(|| self.group_index.get(&name).copied()) {
+            match by_name
+                .get(&name)
+                .copied()
+                .or_else(|| self.group_index.get(&name).copied())
+            {
                 Some(i) => {
                     self.groups[i].members.insert(member);
                 }

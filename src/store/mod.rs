@@ -308,7 +308,9 @@ impl Store {
                 .prepare_cached("SELECT group_id, user_id FROM memberships WHERE app = ?1")
                 .map_err(|e| self.err(e))?;
             let rows = stmt
-                .query_map([app], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .query_map([app], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
                 .map_err(|e| self.err(e))?;
             for row in rows {
                 let (g, u) = row.map_err(|e| self.err(e))?;
@@ -398,7 +400,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
         let store = Store::open(&path).unwrap();
-        let v: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         #[cfg(unix)]
         {

@@ -156,8 +156,10 @@ pub(super) fn apply_one(tx: &Transaction<'_>, rec: &Record) -> rusqlite::Result<
             scim_id,
             state,
         } => {
-            tx.prepare_cached("DELETE FROM user_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3")?
-                .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
+            tx.prepare_cached(
+                "DELETE FROM user_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
             let json = serde_json::to_string(state).unwrap_or_else(|_| "{}".into());
             tx.prepare_cached(
                 "INSERT INTO user_links (app, source_id, scim_id, state, linked_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
@@ -199,8 +201,10 @@ pub(super) fn apply_one(tx: &Transaction<'_>, rec: &Record) -> rusqlite::Result<
             scim_id,
             display_name,
         } => {
-            tx.prepare_cached("DELETE FROM group_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3")?
-                .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
+            tx.prepare_cached(
+                "DELETE FROM group_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
             tx.prepare_cached(
                 "INSERT INTO group_links (app, source_id, scim_id, display_name, linked_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
                  ON CONFLICT(app, source_id) DO UPDATE SET scim_id = excluded.scim_id, display_name = excluded.display_name, updated_at = excluded.updated_at",
