@@ -160,7 +160,7 @@ fn only_get(m: &Method, route: Route, target: impl FnOnce() -> Target) -> (Route
 }
 
 /// Request counters since start (or since the last reset).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestCounts {
     /// Every SCIM request received, whatever the outcome (401s and faults included).
     pub total: u64,

@@ -12,7 +12,13 @@
 //!   `displayName` (Groups); any `emails` filter is a 400;
 //! - pages hold at most [`SandboxConfig::max_page_size`] resources and `itemsPerPage`
 //!   echoes the requested `count` (10000 when none was given), not the page length;
-//! - groups cannot be renamed; deleting a user removes it from every group.
+//! - groups cannot be renamed; deleting a user removes it from every group, while a
+//!   deactivated user (`active: false`) keeps its memberships;
+//! - user resources list their groups in the read-only `groups` attribute (omitted
+//!   when the user belongs to none).
+//!
+//! Request bodies may be `application/json` or `application/scim+json` (or carry no
+//! content type); other media types get 415.
 //!
 //! On top of that it counts requests per [`Route`] and can inject faults
 //! ([`FaultRule`]): error statuses with or without `Retry-After`, delays, connection
