@@ -578,28 +578,32 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
             },
         );
     }
-    for ids in by_group_name.values().filter(|ids| ids.len() > 1) {
-        for id in ids {
-            if let Some(g) = desired_groups.remove(id) {
-                held_groups.insert(id.clone());
-                let origin = snapshot
-                    .groups
-                    .iter()
-                    .find(|s| s.id == *id)
-                    .map(|s| s.origin.clone())
-                    .expect("group came from the snapshot");
-                rejects.push(Reject {
-                    kind: RecordKind::Group,
-                    origin,
-                    source_id: Some(id.clone()),
-                    label: Some(g.display_name.clone()),
-                    reason: format!(
-                        "duplicate group name `{}` (used by {} source groups)",
-                        g.display_name,
-                        ids.len()
-                    ),
-                });
-            }
+    // Sorted by id: the HashMap's iteration order must not leak into the plan.
+    let mut dup_groups: Vec<(&SourceId, usize)> = by_group_name
+        .values()
+        .filter(|ids| ids.len() > 1)
+        .flat_map(|ids| ids.iter().map(move |id| (id, ids.len())))
+        .collect();
+    dup_groups.sort();
+    for (id, count) in dup_groups {
+        if let Some(g) = desired_groups.remove(id) {
+            held_groups.insert(id.clone());
+            let origin = snapshot
+                .groups
+                .iter()
+                .find(|s| s.id == *id)
+                .map(|s| s.origin.clone())
+                .expect("group came from the snapshot");
+            rejects.push(Reject {
+                kind: RecordKind::Group,
+                origin,
+                source_id: Some(id.clone()),
+                label: Some(g.display_name.clone()),
+                reason: format!(
+                    "duplicate group name `{}` (used by {} source groups)",
+                    g.display_name, count
+                ),
+            });
         }
     }
     // Memberships of held users are left as they are: drop held users from nothing,

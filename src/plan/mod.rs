@@ -232,7 +232,7 @@ pub enum Action {
         scim_id: ScimId,
         /// Name.
         display_name: String,
-        /// Attribute changes (externalId).
+        /// Attribute changes (displayName when the target can rename, externalId).
         changes: Vec<Change>,
         /// Set when this adopts an unlinked group.
         adopt: Option<LinkState>,
@@ -628,6 +628,17 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             Some(have) => {
                 let adopt = (have.link != LinkState::Linked).then_some(have.link);
                 let mut changes = Vec::new();
+                if policy.update_groups
+                    && policy.group_rename
+                    && have.display_name != want.display_name
+                {
+                    changes.push(Change {
+                        path: "displayName".into(),
+                        old: Some(Value::String(have.display_name.clone())),
+                        new: Some(Value::String(want.display_name.clone())),
+                        drift: false,
+                    });
+                }
                 if policy.update_groups && have.external_id.as_deref() != Some(gid.as_str()) {
                     changes.push(Change {
                         path: "externalId".into(),

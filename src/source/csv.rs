@@ -7,16 +7,16 @@ use super::{Builder, Columns, SourceError, read_file};
 use crate::config::SourceSettings;
 use crate::model::{Origin, RecordKind};
 
-fn reader(bytes: &[u8], settings: &SourceSettings) -> ::csv::Reader<std::io::Cursor<Vec<u8>>> {
-    let body = bytes
-        .strip_prefix(b"\xEF\xBB\xBF")
-        .unwrap_or(bytes)
-        .to_vec();
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
+}
+
+fn reader(body: &[u8], settings: &SourceSettings) -> ::csv::Reader<std::io::Cursor<Vec<u8>>> {
     ::csv::ReaderBuilder::new()
         .delimiter(settings.delimiter)
         .flexible(true)
         .has_headers(true)
-        .from_reader(std::io::Cursor::new(body))
+        .from_reader(std::io::Cursor::new(body.to_vec()))
 }
 
 fn headers(
@@ -43,6 +43,91 @@ fn headers(
     Ok(out)
 }
 
+fn duplicate_column(path: &Path, names: &[String]) -> Result<(), SourceError> {
+    let mut seen = std::collections::HashSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(SourceError::Format {
+                path: path.to_path_buf(),
+                message: format!("line 1: column `{n}` appears twice"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A quoted field that is still open at the end of the file swallowed every
+/// row after it: the file cannot be used (the people in those rows would look
+/// deleted). Scans like the csv crate does (RFC 4180 quoting, `""` escapes) and
+/// returns the byte offset of the unclosed quote.
+fn unclosed_quote(body: &[u8], delimiter: u8) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum S {
+        Start,
+        Field,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut state = S::Start;
+    let mut opened = 0;
+    for (i, &b) in body.iter().enumerate() {
+        let end = b == delimiter || b == b'\n' || b == b'\r';
+        state = match state {
+            S::Start if b == b'"' => {
+                opened = i;
+                S::Quoted
+            }
+            S::Start | S::Field if end => S::Start,
+            S::Start | S::Field => S::Field,
+            S::Quoted if b == b'"' => S::QuoteInQuoted,
+            S::Quoted => S::Quoted,
+            S::QuoteInQuoted if b == b'"' => S::Quoted,
+            S::QuoteInQuoted if end => S::Start,
+            S::QuoteInQuoted => S::Field,
+        };
+    }
+    (state == S::Quoted).then_some(opened)
+}
+
+/// Line numbers from byte offsets: the csv crate's own line count is off
+/// after CRLF line ends and skipped blank lines.
+struct Lines<'b> {
+    body: &'b [u8],
+    pos: usize,
+    line: u64,
+}
+
+impl<'b> Lines<'b> {
+    fn new(body: &'b [u8]) -> Self {
+        Lines {
+            body,
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first byte at or after `offset` that is not a line end.
+    fn at(&mut self, offset: u64) -> u64 {
+        let body = self.body;
+        let mut off = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(body.len());
+        while off < body.len() && (body[off] == b'\n' || body[off] == b'\r') {
+            off += 1;
+        }
+        if off < self.pos {
+            (self.pos, self.line) = (0, 1);
+        }
+        for i in self.pos..off {
+            if body[i] == b'\n' || (body[i] == b'\r' && body.get(i + 1) != Some(&b'\n')) {
+                self.line += 1;
+            }
+        }
+        self.pos = off;
+        self.line
+    }
+}
+
 fn origin(path: &Path, line: u64) -> Origin {
     Origin {
         file: path.display().to_string(),
@@ -50,57 +135,141 @@ fn origin(path: &Path, line: u64) -> Origin {
     }
 }
 
-/// Read one record as (line, Ok(fields) | Err(reason)).
-fn records<'r>(
-    rdr: &'r mut ::csv::Reader<std::io::Cursor<Vec<u8>>>,
-    names: &'r [String],
-) -> impl Iterator<Item = (u64, Result<BTreeMap<String, String>, String>)> + 'r {
+/// One CSV record.
+enum Row {
+    /// A blank line.
+    Blank,
+    /// Column → value.
+    Fields(BTreeMap<String, String>),
+    /// An unusable record: the reason, and the columns that could still be
+    /// read (so the person's id can be held); `stop` when the rest of the
+    /// stream cannot be trusted.
+    Bad {
+        reason: String,
+        partial: BTreeMap<String, String>,
+        stop: bool,
+    },
+}
+
+/// Read every record as (line, row), or fail for the whole file.
+fn records(
+    path: &Path,
+    body: &[u8],
+    delimiter: u8,
+    rdr: &mut ::csv::Reader<std::io::Cursor<Vec<u8>>>,
+    names: &[String],
+) -> Result<Vec<(u64, Row)>, SourceError> {
+    let mut lines = Lines::new(body);
+    if let Some(at) = unclosed_quote(body, delimiter) {
+        return Err(SourceError::Format {
+            path: path.to_path_buf(),
+            message: format!(
+                "line {}: a quoted field is never closed (a stray `\"`?); every row after it would be lost",
+                lines.at(at as u64)
+            ),
+        });
+    }
+    let mut out = Vec::new();
     let mut record = ::csv::ByteRecord::new();
     let mut last_line = 1;
-    std::iter::from_fn(move || {
+    loop {
         match rdr.read_byte_record(&mut record) {
-            Ok(false) => None,
+            Ok(false) => break,
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(last_line + 1);
-                last_line = line;
+                let line = e
+                    .position()
+                    .map(|p| lines.at(p.byte()))
+                    .unwrap_or(last_line + 1);
                 // A broken record (I/O or parse): report it and stop, the rest
                 // of the stream cannot be trusted to be aligned.
-                Some((line, Err(format!("unreadable record: {e}"))))
+                out.push((
+                    line,
+                    Row::Bad {
+                        reason: format!("unreadable record: {e}"),
+                        partial: BTreeMap::new(),
+                        stop: true,
+                    },
+                ));
+                break;
             }
             Ok(true) => {
-                let line = record.position().map(|p| p.line()).unwrap_or(last_line + 1);
+                let line = record
+                    .position()
+                    .map(|p| lines.at(p.byte()))
+                    .unwrap_or(last_line + 1);
                 last_line = line;
-                if record.len() == 1 && record[0].is_empty() && names.len() > 1 {
-                    return Some((line, Ok(BTreeMap::new()))); // blank line
-                }
-                if record.len() != names.len() {
-                    return Some((
-                        line,
-                        Err(format!(
-                            "expected {} fields, found {}",
-                            names.len(),
-                            record.len()
-                        )),
-                    ));
+                if record.len() == 1
+                    && record[0].iter().all(u8::is_ascii_whitespace)
+                    && names.len() > 1
+                {
+                    out.push((line, Row::Blank));
+                    continue;
                 }
                 let mut fields = BTreeMap::new();
+                let mut problem = None;
                 for (name, value) in names.iter().zip(record.iter()) {
                     match std::str::from_utf8(value) {
                         Ok(v) => {
                             fields.insert(name.clone(), v.to_owned());
                         }
                         Err(_) => {
-                            return Some((
-                                line,
-                                Err(format!("column `{name}` is not valid UTF-8")),
-                            ));
+                            problem.get_or_insert(format!("column `{name}` is not valid UTF-8"));
                         }
                     }
                 }
-                Some((line, Ok(fields)))
+                // A quoted field over several lines either changes the field
+                // count or, when the count still matches, holds at least a
+                // whole row's worth of delimiters: the signs of a stray quote
+                // that merged rows (the people in them would look deleted).
+                let multiline = |f: &[u8]| f.contains(&b'\n') || f.contains(&b'\r');
+                let swallowed = |f: &[u8]| {
+                    multiline(f) && f.iter().filter(|b| **b == delimiter).count() + 1 >= names.len()
+                };
+                let merged = if record.len() != names.len() && record.iter().any(multiline) {
+                    Some(format!(
+                        "the record has {} fields instead of {}",
+                        record.len(),
+                        names.len()
+                    ))
+                } else if names.len() > 1 && record.iter().any(swallowed) {
+                    Some("it holds what look like whole rows".to_owned())
+                } else {
+                    None
+                };
+                if let Some(what) = merged {
+                    return Err(SourceError::Format {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "line {line}: a quoted field runs over several lines and {what} (a stray `\"`?); the rows it swallowed would be lost"
+                        ),
+                    });
+                }
+                if record.len() != names.len() {
+                    problem = Some(format!(
+                        "expected {} fields, found {}",
+                        names.len(),
+                        record.len()
+                    ));
+                }
+                out.push((
+                    line,
+                    match problem {
+                        None => Row::Fields(fields),
+                        Some(reason) => Row::Bad {
+                            reason,
+                            partial: fields,
+                            stop: false,
+                        },
+                    },
+                ));
             }
         }
-    })
+    }
+    Ok(out)
+}
+
+fn non_empty(v: Option<&String>) -> Option<String> {
+    v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 
 /// Load the people file.
@@ -110,7 +279,8 @@ pub(super) fn load_users(
     builder: &mut Builder<'_>,
 ) -> Result<(), SourceError> {
     let bytes = read_file(path)?;
-    let mut rdr = reader(&bytes, settings);
+    let body = strip_bom(&bytes);
+    let mut rdr = reader(body, settings);
     let cols = Columns::new(settings);
     let names: Vec<String> = headers(path, &mut rdr)?
         .iter()
@@ -127,22 +297,26 @@ pub(super) fn load_users(
             message: format!("line 1: no `id` column{hint}; every person needs a stable id"),
         });
     }
-    let mut seen = std::collections::HashSet::new();
-    for n in &names {
-        if !seen.insert(n) {
-            return Err(SourceError::Format {
-                path: path.to_path_buf(),
-                message: format!("line 1: column `{n}` appears twice"),
-            });
-        }
-    }
-    for (line, rec) in records(&mut rdr, &names) {
-        match rec {
-            Ok(fields) if fields.is_empty() => continue,
-            Ok(fields) => builder.user(origin(path, line), fields),
-            Err(reason) => {
-                let stop = reason.starts_with("unreadable");
-                builder.reject(RecordKind::User, origin(path, line), None, None, reason);
+    duplicate_column(path, &names)?;
+    for (line, row) in records(path, body, settings.delimiter, &mut rdr, &names)? {
+        match row {
+            Row::Blank => continue,
+            Row::Fields(fields) => builder.user(origin(path, line), fields),
+            Row::Bad {
+                reason,
+                partial,
+                stop,
+            } => {
+                // Keep the id when it could be read: the account is then held,
+                // never deprovisioned because of a bad row.
+                let label = non_empty(partial.get("user_name")).or(non_empty(partial.get("email")));
+                builder.reject(
+                    RecordKind::User,
+                    origin(path, line),
+                    non_empty(partial.get("id")),
+                    label,
+                    reason,
+                );
                 if stop {
                     break;
                 }
@@ -159,7 +333,8 @@ pub(super) fn load_groups(
     builder: &mut Builder<'_>,
 ) -> Result<(), SourceError> {
     let bytes = read_file(path)?;
-    let mut rdr = reader(&bytes, settings);
+    let body = strip_bom(&bytes);
+    let mut rdr = reader(body, settings);
     let names: Vec<String> = headers(path, &mut rdr)?
         .iter()
         .map(|h| h.to_ascii_lowercase())
@@ -172,18 +347,26 @@ pub(super) fn load_groups(
                     .into(),
         });
     }
-    for (line, rec) in records(&mut rdr, &names) {
-        match rec {
-            Ok(fields) if fields.is_empty() => continue,
-            Ok(mut f) => builder.group(
-                origin(path, line),
-                f.remove("group_id"),
-                f.remove("group").unwrap_or_default(),
-                f.remove("member"),
-            ),
-            Err(reason) => {
-                let stop = reason.starts_with("unreadable");
-                builder.reject(RecordKind::Group, origin(path, line), None, None, reason);
+    duplicate_column(path, &names)?;
+    for (line, row) in records(path, body, settings.delimiter, &mut rdr, &names)? {
+        match row {
+            Row::Blank => continue,
+            Row::Fields(mut f) => {
+                builder.group(
+                    origin(path, line),
+                    f.remove("group_id"),
+                    f.remove("group").unwrap_or_default(),
+                    f.remove("member"),
+                );
+            }
+            Row::Bad {
+                reason,
+                partial,
+                stop,
+            } => {
+                let name = non_empty(partial.get("group"));
+                let id = non_empty(partial.get("group_id")).or(name.clone());
+                builder.reject(RecordKind::Group, origin(path, line), id, name, reason);
                 if stop {
                     break;
                 }

@@ -94,8 +94,15 @@ pub(super) fn load(
         };
         let mut fields = BTreeMap::new();
         let mut problem = None;
+        let mut keys: BTreeMap<String, &String> = BTreeMap::new();
         for (k, v) in obj {
             let name = cols.canonical(k);
+            if let Some(first) = keys.insert(name.clone(), k) {
+                problem = Some(format!(
+                    "keys `{first}` and `{k}` both give the field `{name}`; keep one"
+                ));
+                continue;
+            }
             if name == "groups" {
                 match v {
                     Value::Array(list) => {
@@ -145,21 +152,38 @@ pub(super) fn load(
             );
             continue;
         };
-        let id = obj.get("id").map(scalar);
-        let name = obj.get("name").or(obj.get("displayName")).map(scalar);
-        let (id, name) = match (id.transpose(), name.transpose()) {
+        let id = obj.get("id").map(scalar).transpose();
+        let name = obj
+            .get("name")
+            .or(obj.get("displayName"))
+            .map(scalar)
+            .transpose();
+        let (id, name) = match (id, name) {
             (Ok(id), Ok(name)) => (id, name.unwrap_or_default()),
-            _ => {
+            (id, name) => {
+                // Hold the group by whatever identifies it (the id, else the name).
+                let trimmed =
+                    |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+                let name = trimmed(name.ok().flatten());
+                let id = trimmed(id.ok().flatten());
                 builder.reject(
                     RecordKind::Group,
                     at,
-                    None,
-                    None,
+                    id.or(name.clone()),
+                    name,
                     "`id` and `name` must be strings".into(),
                 );
                 continue;
             }
         };
+        // The id the group is known by (the name when it has none).
+        let held_id = id
+            .as_deref()
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .unwrap_or(name.trim())
+            .to_owned();
+        let held_id = Some(held_id);
         let members = match obj.get("members") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) => {
@@ -170,7 +194,7 @@ pub(super) fn load(
                         builder.reject(
                             RecordKind::Group,
                             at,
-                            id,
+                            held_id,
                             Some(name),
                             "`members` must be an array of user ids".into(),
                         );
@@ -182,14 +206,17 @@ pub(super) fn load(
                 builder.reject(
                     RecordKind::Group,
                     at,
-                    id,
+                    held_id,
                     Some(name),
                     "`members` must be an array of user ids".into(),
                 );
                 continue;
             }
         };
-        builder.group(at.clone(), id.clone(), name.clone(), None);
+        // One reject per record: stop at the first refusal.
+        if !builder.group(at.clone(), id.clone(), name.clone(), None) {
+            continue;
+        }
         for m in members {
             builder.group(at.clone(), id.clone(), name.clone(), Some(m));
         }

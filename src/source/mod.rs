@@ -159,6 +159,16 @@ impl<'a> Builder<'a> {
         if id.is_empty() {
             return reject(self, "missing required value `id`".into());
         }
+        if id.len() > MAX_FIELD_BYTES {
+            // Not an id any account could carry: do not echo it as one.
+            return self.reject(
+                RecordKind::User,
+                origin,
+                None,
+                label,
+                format!("field `id` is longer than {MAX_FIELD_BYTES} bytes"),
+            );
+        }
         if let Some((k, _)) = fields.iter().find(|(_, v)| v.len() > MAX_FIELD_BYTES) {
             return reject(
                 self,
@@ -208,48 +218,51 @@ impl<'a> Builder<'a> {
         });
     }
 
-    /// Record a group (and optionally one member).
+    /// Record a group (and optionally one member); false when the record was rejected.
     pub(crate) fn group(
         &mut self,
         origin: Origin,
         id: Option<String>,
         name: String,
         member: Option<String>,
-    ) {
+    ) -> bool {
         let name = name.trim().to_owned();
         let id = id
             .map(|i| i.trim().to_owned())
             .filter(|i| !i.is_empty())
             .unwrap_or_else(|| name.clone());
         if name.is_empty() {
-            return self.reject(
+            self.reject(
                 RecordKind::Group,
                 origin,
                 Some(id),
                 None,
                 "missing required value `group` (the group name)".into(),
             );
+            return false;
         }
         if name.len() > 255 || name.chars().any(char::is_control) {
-            return self.reject(
+            self.reject(
                 RecordKind::Group,
                 origin,
                 Some(id),
                 Some(name),
                 "group name is longer than 255 bytes or contains control characters".into(),
             );
+            return false;
         }
         let idx = match self.group_index.get(&id) {
             Some(&i) => {
                 if self.groups[i].name != name {
                     let first = self.groups[i].origin.clone();
-                    return self.reject(
+                    self.reject(
                         RecordKind::Group,
                         origin,
                         Some(id),
                         Some(name),
                         format!("group id is used with another name at {first}"),
                     );
+                    return false;
                 }
                 i
             }
@@ -270,6 +283,7 @@ impl<'a> Builder<'a> {
         {
             self.groups[idx].members.insert(SourceId(m));
         }
+        true
     }
 
     fn finish(mut self) -> Snapshot {
@@ -331,7 +345,9 @@ impl<'a> Builder<'a> {
                 Some(i) => {
                     self.groups[i].members.insert(member);
                 }
-                None => self.group(origin, None, name, Some(member.0)),
+                None => {
+                    self.group(origin, None, name, Some(member.0));
+                }
             }
         }
         Snapshot {
