@@ -760,11 +760,20 @@ api_key_env = "SCIMSYNC_API_KEY"
 
     #[test]
     fn the_commented_example_config_is_valid() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/scimsync.example.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/scimsync.example.toml"
+        ));
         let s = Settings::load(path).unwrap();
         assert_eq!(s.app, "atlassian-prod");
-        assert_eq!(s.source.columns.get("id").map(String::as_str), Some("employee_id"));
-        let demo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/demo/scimsync.toml"));
+        assert_eq!(
+            s.source.columns.get("id").map(String::as_str),
+            Some("employee_id")
+        );
+        let demo = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/demo/scimsync.toml"
+        ));
         Settings::load(demo).unwrap();
     }
 

@@ -3,7 +3,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | done: every action applied, nothing to do, or (`plan --check`) no changes |
-//! | 1 | finished, but some actions failed or were held; or `plan --check` found changes |
+//! | 1 | finished, but some actions failed or were skipped, some source records were invalid, or the run was interrupted; or `plan --check` found changes |
 //! | 2 | could not run: config, source, API key, store, target unreachable or refusing the key |
 
 use std::process::ExitCode;
@@ -13,7 +13,8 @@ use std::process::ExitCode;
 pub enum ExitStatus {
     /// 0: done.
     Success,
-    /// 1: finished with failed actions, or `plan --check` found changes.
+    /// 1: finished, but with failed or skipped actions, invalid source
+    /// records, or an interruption; or `plan --check` found changes.
     Failure,
     /// 2: could not run.
     Error,

@@ -56,7 +56,11 @@ pub struct Applied {
 #[derive(Default)]
 struct Shared {
     users: Mutex<HashMap<SourceId, ScimId>>,
+    /// The reverse of `users`: which source user each account was linked to in this run.
+    owners: Mutex<HashMap<ScimId, SourceId>>,
     groups: Mutex<HashMap<SourceId, ScimId>>,
+    /// The reverse of `groups`.
+    group_owners: Mutex<HashMap<ScimId, SourceId>>,
     failed_users: Mutex<HashSet<SourceId>>,
     failed_groups: Mutex<HashSet<SourceId>>,
     stop: Mutex<Option<String>>,
@@ -182,6 +186,53 @@ fn email_of(attrs: &Attrs) -> Option<&str> {
 }
 
 impl Shared {
+    /// Note that `user` is linked to account `id` in this run.
+    fn link_user(&self, user: &SourceId, id: &ScimId) {
+        self.users
+            .lock()
+            .expect("not poisoned")
+            .insert(user.clone(), id.clone());
+        self.owners
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), user.clone());
+    }
+
+    /// The other source user that account `id` was linked to earlier in this
+    /// run, if any (a re-keyed person: same userName, new source id). The
+    /// account now belongs to that user: it must not be deprovisioned or
+    /// dropped from groups on behalf of its previous source record.
+    fn new_owner(&self, user: &SourceId, id: &ScimId) -> Option<SourceId> {
+        self.owners
+            .lock()
+            .expect("not poisoned")
+            .get(id)
+            .filter(|owner| *owner != user)
+            .cloned()
+    }
+
+    /// Note that source group `group` is linked to target group `id` in this run.
+    fn link_group(&self, group: &SourceId, id: &ScimId) {
+        self.groups
+            .lock()
+            .expect("not poisoned")
+            .insert(group.clone(), id.clone());
+        self.group_owners
+            .lock()
+            .expect("not poisoned")
+            .insert(id.clone(), group.clone());
+    }
+
+    /// Like [`Shared::new_owner`], for groups (a group re-keyed in the source).
+    fn new_group_owner(&self, group: &SourceId, id: &ScimId) -> Option<SourceId> {
+        self.group_owners
+            .lock()
+            .expect("not poisoned")
+            .get(id)
+            .filter(|owner| *owner != group)
+            .cloned()
+    }
+
     fn stopped(&self) -> Option<String> {
         self.stop.lock().expect("not poisoned").clone()
     }
@@ -212,6 +263,82 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
     if let Some(reason) = stop_reason {
         return skip_all(action, &row, &format!("not attempted: {reason}"));
     }
+    if let Action::DisableUser {
+        user,
+        scim_id,
+        user_name,
+        ..
+    }
+    | Action::DeleteUser {
+        user,
+        scim_id,
+        user_name,
+        ..
+    } = action
+        && let Some(owner) = shared.new_owner(user, scim_id)
+    {
+        let row = Row {
+            action: "unlink",
+            ..row
+        };
+        let not = if matches!(action, Action::DisableUser { .. }) {
+            "disabled"
+        } else {
+            "deleted"
+        };
+        return done_ok(vec![
+            row.record(
+                Some(user),
+                Some(user_name),
+                None,
+                None,
+                Some(scim_id),
+                "applied",
+                None,
+                None,
+                Some(format!(
+                    "the account now belongs to source user `{owner}` (linked in this run); link removed, account not {not}"
+                )),
+                0,
+            ),
+            Record::UserUnlink {
+                app: ctx.app.into(),
+                source_id: user.clone(),
+            },
+        ]);
+    }
+    if let Action::DeleteGroup {
+        group,
+        scim_id,
+        display_name,
+    } = action
+        && let Some(owner) = shared.new_group_owner(group, scim_id)
+    {
+        let row = Row {
+            action: "unlink",
+            ..row
+        };
+        return done_ok(vec![
+            row.record(
+                Some(group),
+                Some(display_name),
+                None,
+                None,
+                Some(scim_id),
+                "applied",
+                None,
+                None,
+                Some(format!(
+                    "the group now belongs to source group `{owner}` (linked in this run); link removed, group not deleted"
+                )),
+                0,
+            ),
+            Record::GroupUnlink {
+                app: ctx.app.into(),
+                source_id: group.clone(),
+            },
+        ]);
+    }
     match action {
         Action::CreateUser {
             user,
@@ -227,11 +354,7 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             adopt,
             after,
         } => {
-            shared
-                .users
-                .lock()
-                .expect("not poisoned")
-                .insert(user.clone(), scim_id.clone());
+            shared.link_user(user, scim_id);
             update_user(
                 ctx,
                 shared,
@@ -314,11 +437,7 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             changes,
             ..
         } => {
-            shared
-                .groups
-                .lock()
-                .expect("not poisoned")
-                .insert(group.clone(), scim_id.clone());
+            shared.link_group(group, scim_id);
             let link = Record::GroupLink {
                 app: ctx.app.into(),
                 source_id: group.clone(),
@@ -399,6 +518,28 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             group_scim_id,
             members,
         } => {
+            // A member whose account moved to another source user in this run
+            // stays in the group (as that user); only the stored membership goes.
+            let (moved, members): (Vec<&Member>, Vec<&Member>) = members.iter().partition(|m| {
+                m.user
+                    .as_ref()
+                    .zip(m.scim_id.as_ref())
+                    .is_some_and(|(u, id)| shared.new_owner(u, id).is_some())
+            });
+            let moved = Record::Members {
+                app: ctx.app.into(),
+                group: group.clone(),
+                add: vec![],
+                remove: moved.iter().filter_map(|m| m.user.clone()).collect(),
+            };
+            if members.is_empty() {
+                return Done {
+                    records: vec![moved],
+                    applied: 0,
+                    failed: 0,
+                    skipped: 0,
+                };
+            }
             let ops: Vec<Value> = members
                 .iter()
                 .filter_map(|m| m.scim_id.as_ref().map(scim::remove_member_op))
@@ -434,6 +575,7 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                     )
                 })
                 .collect();
+            records.push(moved);
             let n = members.len() as u64;
             if result.is_ok() {
                 records.push(Record::Members {
@@ -775,11 +917,7 @@ async fn create_user(
                         ),
                     };
                 };
-                shared
-                    .users
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(user.clone(), id.clone());
+                shared.link_user(user, &id);
                 return done_ok(vec![
                     row.record(
                         Some(user),
@@ -898,11 +1036,7 @@ async fn adopt_user(
             });
         }
     }
-    shared
-        .users
-        .lock()
-        .expect("not poisoned")
-        .insert(user.clone(), id.clone());
+    shared.link_user(user, &id);
     let link = Record::UserState {
         app: ctx.app.into(),
         source_id: user.clone(),
@@ -1110,11 +1244,7 @@ async fn create_group(
     };
     let adopt = |found: Option<Value>, attempts: u32, why: &str| -> Option<Done> {
         let id = found.as_ref().and_then(scim::resource_id)?;
-        shared
-            .groups
-            .lock()
-            .expect("not poisoned")
-            .insert(group.clone(), id.clone());
+        shared.link_group(group, &id);
         Some(done_ok(vec![
             row.record(
                 Some(group),
@@ -1132,55 +1262,62 @@ async fn create_group(
         ]))
     };
     let body = scim::group_body(display_name, group.as_str());
-    match ctx.client.create("Groups", &body).await {
-        Ok(reply) => match reply.body.as_ref().and_then(scim::resource_id) {
-            Some(id) => {
-                shared
-                    .groups
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(group.clone(), id.clone());
-                done_ok(vec![
-                    row.record(
-                        Some(group),
-                        Some(display_name),
-                        None,
-                        None,
-                        Some(&id),
-                        "applied",
-                        Some(reply.status),
-                        None,
-                        None,
-                        reply.attempts,
-                    ),
-                    link(&id),
-                ])
-            }
-            None => match ctx.client.find("Groups", "displayName", display_name).await {
-                Ok(found) => adopt(found, reply.attempts, "created; id read back by lookup")
-                    .unwrap_or_else(|| {
-                        fail(
-                            Some(reply.status),
+    // Like users: a create that may have reached the server is looked up
+    // first, and sent again (up to `max_posts` in all) only when not found.
+    let max_posts = 3;
+    let mut attempts = 0;
+    for post in 1..=max_posts {
+        let f = match ctx.client.create("Groups", &body).await {
+            Ok(reply) => {
+                let attempts = attempts + reply.attempts;
+                return match reply.body.as_ref().and_then(scim::resource_id) {
+                    Some(id) => {
+                        shared.link_group(group, &id);
+                        done_ok(vec![
+                            row.record(
+                                Some(group),
+                                Some(display_name),
+                                None,
+                                None,
+                                Some(&id),
+                                "applied",
+                                Some(reply.status),
+                                None,
+                                None,
+                                attempts,
+                            ),
+                            link(&id),
+                        ])
+                    }
+                    None => match ctx.client.find("Groups", "displayName", display_name).await {
+                        Ok(found) => adopt(found, attempts, "created; id read back by lookup")
+                            .unwrap_or_else(|| {
+                                fail(
+                                    Some(reply.status),
+                                    None,
+                                    "created but no id came back and the group was not found"
+                                        .into(),
+                                    attempts,
+                                )
+                            }),
+                        Err(f) => fail(
+                            f.error.status(),
                             None,
-                            "created but no id came back and the group was not found".into(),
-                            reply.attempts,
-                        )
-                    }),
-                Err(f) => fail(
-                    f.error.status(),
-                    None,
-                    describe(&f.error),
-                    reply.attempts + f.attempts,
-                ),
-            },
-        },
-        Err(f) => {
-            shared.check_fatal(&f.error);
-            let conflict = f.error.status() == Some(409);
-            let in_doubt = f.error.maybe_processed() && f.error.retryable();
-            if conflict || in_doubt {
-                let found = ctx.client.find("Groups", "displayName", display_name).await;
-                if let Ok(Some(g)) = found {
+                            describe(&f.error),
+                            attempts + f.attempts,
+                        ),
+                    },
+                };
+            }
+            Err(f) => f,
+        };
+        attempts += f.attempts;
+        shared.check_fatal(&f.error);
+        let conflict = f.error.status() == Some(409);
+        let in_doubt = f.error.maybe_processed() && f.error.retryable();
+        if conflict || in_doubt {
+            match ctx.client.find("Groups", "displayName", display_name).await {
+                Ok(Some(g)) => {
                     let ours = scim::str_attr(&g, "externalId") == Some(group.as_str());
                     if ours || in_doubt || ctx.adopt_groups {
                         let why = if ours || in_doubt {
@@ -1188,22 +1325,28 @@ async fn create_group(
                         } else {
                             "a group with this name existed (409) and was adopted"
                         };
-                        if let Some(done) = adopt(Some(g), f.attempts, why) {
+                        if let Some(done) = adopt(Some(g), attempts, why) {
                             return done;
                         }
                     } else {
-                        return fail(Some(409), f.error.scim_type(), "a group with this name already exists in the target and is not managed by scimsync; set `groups.adopt_existing = true` to link it".into(), f.attempts);
+                        return fail(Some(409), f.error.scim_type(), "a group with this name already exists in the target and is not managed by scimsync; set `groups.adopt_existing = true` to link it".into(), attempts);
                     }
                 }
+                Ok(None) if in_doubt && post < max_posts => {
+                    tracing::info!(group = %group, error = %f.error, "group create in doubt and not found; sending it again");
+                    continue;
+                }
+                _ => {}
             }
-            fail(
-                f.error.status(),
-                f.error.scim_type(),
-                describe(&f.error),
-                f.attempts,
-            )
         }
+        return fail(
+            f.error.status(),
+            f.error.scim_type(),
+            describe(&f.error),
+            attempts,
+        );
     }
+    unreachable!("the loop returns on its last iteration")
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -1,0 +1,16 @@
+//! End-to-end tests of `scimsync`: the real binary, run as a child process,
+//! against an in-process Atlassian-like SCIM sandbox on 127.0.0.1.
+//!
+//! Each test owns a temporary directory (config, CSV files, API key file, the
+//! SQLite store) and a sandbox; assertions are on the sandbox's request
+//! counters and state, the store's report tables, stdout/stderr and the exit
+//! code. No test asserts on wall-clock time.
+
+mod cli;
+mod common;
+mod edge;
+mod faults;
+mod plan;
+mod report;
+mod resilience;
+mod sync;
