@@ -92,6 +92,31 @@ pub struct Config {
     /// The SQLite store.
     #[serde(default)]
     pub store: StoreConfig,
+    /// Mass-deprovisioning thresholds.
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// `[guard]`: thresholds of the mass-deprovisioning guard (see `plan::guard`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Most user disables in one run (default 500).
+    pub max_disable: Option<u64>,
+    /// Most user disables, percent of managed users (default 20).
+    pub max_disable_percent: Option<u64>,
+    /// Most user deletes in one run (default 500).
+    pub max_delete: Option<u64>,
+    /// Most user deletes, percent of managed users (default 20).
+    pub max_delete_percent: Option<u64>,
+    /// Most group deletes in one run (default 50).
+    pub max_group_delete: Option<u64>,
+    /// Most group deletes, percent of managed groups (default 20).
+    pub max_group_delete_percent: Option<u64>,
+    /// Most member removals in one run (default 5000).
+    pub max_member_remove: Option<u64>,
+    /// Most member removals, percent of managed memberships (default 20).
+    pub max_member_remove_percent: Option<u64>,
 }
 
 /// `[source]`
@@ -326,6 +351,8 @@ pub struct Settings {
     pub policy: Policy,
     /// SQLite store path.
     pub store_path: PathBuf,
+    /// Mass-deprovisioning guard thresholds.
+    pub guard: crate::plan::guard::Limits,
 }
 
 /// Resolved `[source]`.
@@ -481,9 +508,48 @@ impl Settings {
             },
             policy,
             store_path: base_dir.join(&config.store.path),
+            guard: resolve_guard(&config.guard)?,
             profile,
         })
     }
+}
+
+fn resolve_guard(g: &GuardConfig) -> Result<crate::plan::guard::Limits, ConfigError> {
+    let d = crate::plan::guard::Limits::default();
+    let percent = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(p) if p > 100 => Err(ConfigError::at(
+            format!("guard.{key}"),
+            format!("{p} is not a percentage (0 to 100)"),
+        )),
+        Some(p) => Ok(p),
+        None => Ok(default),
+    };
+    Ok(crate::plan::guard::Limits {
+        max_disable: g.max_disable.unwrap_or(d.max_disable),
+        max_disable_percent: percent(
+            "max_disable_percent",
+            g.max_disable_percent,
+            d.max_disable_percent,
+        )?,
+        max_delete: g.max_delete.unwrap_or(d.max_delete),
+        max_delete_percent: percent(
+            "max_delete_percent",
+            g.max_delete_percent,
+            d.max_delete_percent,
+        )?,
+        max_group_delete: g.max_group_delete.unwrap_or(d.max_group_delete),
+        max_group_delete_percent: percent(
+            "max_group_delete_percent",
+            g.max_group_delete_percent,
+            d.max_group_delete_percent,
+        )?,
+        max_member_remove: g.max_member_remove.unwrap_or(d.max_member_remove),
+        max_member_remove_percent: percent(
+            "max_member_remove_percent",
+            g.max_member_remove_percent,
+            d.max_member_remove_percent,
+        )?,
+    })
 }
 
 /// Turn a toml parse error into a key-level message with a line number.
@@ -775,6 +841,17 @@ api_key_env = "SCIMSYNC_API_KEY"
             "/fixtures/demo/scimsync.toml"
         ));
         Settings::load(demo).unwrap();
+    }
+
+    #[test]
+    fn guard_percentages_are_checked() {
+        let text = format!("{MINIMAL}\n[guard]\nmax_disable_percent = 150\n");
+        let e = Settings::from_toml(&text, Path::new("c.toml")).unwrap_err();
+        assert_eq!(e.key, "guard.max_disable_percent");
+        let text = format!("{MINIMAL}\n[guard]\nmax_disable = 3\n");
+        let s = Settings::from_toml(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(s.guard.max_disable, 3);
+        assert_eq!(s.guard.max_delete_percent, 20);
     }
 
     #[test]

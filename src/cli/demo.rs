@@ -63,6 +63,7 @@ pub async fn demo(args: DemoArgs, printer: &Printer) -> Result<ExitStatus, CliEr
         reconcile: false,
         format: Format::Text,
         check: false,
+        allow_deprovision: false,
     };
     let banner = |s: &str| printer.out(&format!("\n=== {s} ===\n\n"));
 

@@ -107,6 +107,9 @@ pub struct PlanArgs {
     /// Exit 1 when there are changes (for CI checks).
     #[arg(long)]
     pub check: bool,
+    /// Show the plan as `sync --allow-deprovision` would apply it (no guard).
+    #[arg(long)]
+    pub allow_deprovision: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -118,6 +121,10 @@ pub struct SyncArgs {
     /// Read the whole target first and correct drift.
     #[arg(long)]
     pub reconcile: bool,
+    /// Approve disables, deletes and member removals above the guard's
+    /// thresholds (`[guard]` in the config) for this run.
+    #[arg(long)]
+    pub allow_deprovision: bool,
     /// Output format of the plan and the run summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -202,6 +209,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
                     reconcile: args.reconcile,
                     format: args.format,
                     check: args.check,
+                    allow_deprovision: args.allow_deprovision,
                 },
             )
             .await
@@ -223,6 +231,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
                     reconcile: args.reconcile,
                     format: args.format,
                     check: false,
+                    allow_deprovision: args.allow_deprovision,
                 },
                 "sync",
                 cancel,

@@ -15,7 +15,7 @@ use crate::exit::ExitStatus;
 use crate::mapping;
 use crate::model::RecordKind;
 use crate::plan::render::{Style, render_human, render_json, summary_line};
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, guard};
 use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
 use crate::push::{self, Context};
 use crate::source;
@@ -31,6 +31,8 @@ pub struct PlanOptions {
     pub format: Format,
     /// `plan --check`: exit 1 when there are changes.
     pub check: bool,
+    /// Approve destructive actions over the guard's thresholds.
+    pub allow_deprovision: bool,
 }
 
 /// Everything computed before the first write.
@@ -191,7 +193,10 @@ pub async fn prepare(
             ),
         ),
     };
-    let plan = plan::compute(&desired, &actual, &settings.policy);
+    let mut plan = plan::compute(&desired, &actual, &settings.policy);
+    if !opts.allow_deprovision {
+        plan.guard = guard::evaluate(&plan, &actual, snapshot.users.len(), &settings.guard).reasons;
+    }
     let invalid = desired.rejects.len();
     let header = vec![
         format!(
@@ -322,7 +327,7 @@ pub async fn sync_command(
     let started = Instant::now();
     let prepared = prepare(settings, printer, opts, false).await?;
     let Prepared {
-        plan,
+        mut plan,
         store,
         client,
         reconciled,
@@ -407,6 +412,20 @@ pub async fn sync_command(
         adopt_groups: settings.groups.adopt_existing,
         cancel: cancel.clone(),
     };
+    let mut held = 0;
+    if !plan.guard.is_empty() {
+        let (destructive, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut plan.actions)
+            .into_iter()
+            .partition(guard::is_destructive);
+        plan.actions = rest;
+        let reason = format!(
+            "held by the deprovisioning guard ({}); approve with `sync --allow-deprovision`",
+            plan.guard.join("; ")
+        );
+        let (records, n) = push::held_records(&destructive, &ctx, &reason);
+        held = n;
+        recorder.send(records);
+    }
     let applied = push::apply(&plan, &ctx).await;
     recorder.flush().await;
     let (store, write_result) = recorder.finish();
@@ -415,12 +434,14 @@ pub async fn sync_command(
     counts.actions = counts.applied + counts.failed + counts.skipped;
     counts.invalid = plan.rejects.len() as u64;
     counts.skipped += plan.conflicts.len() as u64;
+    counts.held = held;
+    counts.actions += held;
     let interrupted = cancel.is_cancelled();
     let status = if applied.stopped.is_some() {
         "failed"
     } else if interrupted {
         "interrupted"
-    } else if counts.failed > 0 || counts.invalid > 0 || counts.skipped > 0 {
+    } else if counts.failed > 0 || counts.invalid > 0 || counts.skipped > 0 || counts.held > 0 {
         "partial"
     } else {
         "succeeded"
@@ -451,6 +472,7 @@ pub async fn sync_command(
                 "counts": counts,
                 "summary": plan.summary,
                 "stopped": applied.stopped,
+                "guard": plan.guard,
             });
             printer.out(&format!(
                 "{}\n",
@@ -469,6 +491,9 @@ pub async fn sync_command(
             if counts.invalid > 0 {
                 line.push_str(&format!(", {} invalid records", counts.invalid));
             }
+            if counts.held > 0 {
+                line.push_str(&format!(", {} held by the guard", counts.held));
+            }
             line.push_str(&format!(
                 " ({} requests, {} retries, {} throttled).",
                 counts.requests, counts.retries, counts.throttled
@@ -477,6 +502,19 @@ pub async fn sync_command(
                 printer.out(&format!("{line}\n"))?;
             } else {
                 printer.out(&format!("{}\n", summary_line(&plan)))?;
+            }
+            if counts.held > 0 {
+                let cfg = settings.config_path.display();
+                printer.warn(&format!(
+                    "warning: the deprovisioning guard held {} destructive outcomes (nothing was disabled, deleted or removed):",
+                    counts.held
+                ));
+                for r in &plan.guard {
+                    printer.warn(&format!("  - {r}"));
+                }
+                printer.warn(&format!(
+                    "hint: check the source first (`scimsync -c {cfg} plan`); if the change is intended, approve it with `scimsync -c {cfg} sync --allow-deprovision`"
+                ));
             }
             if let Some(reason) = &applied.stopped {
                 printer.warn(&format!("error: the run stopped: {reason}"));
@@ -491,7 +529,7 @@ pub async fn sync_command(
     }
     Ok(if applied.stopped.is_some() {
         ExitStatus::Error
-    } else if interrupted || counts.failed + counts.invalid + counts.skipped > 0 {
+    } else if interrupted || counts.failed + counts.invalid + counts.skipped + counts.held > 0 {
         ExitStatus::Failure
     } else {
         ExitStatus::Success

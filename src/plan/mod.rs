@@ -18,6 +18,7 @@
 //! deleted. Users whose source record was rejected are "held": nothing is done
 //! to their account or memberships until the record is fixed.
 
+pub mod guard;
 pub mod render;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -435,6 +436,10 @@ pub struct Plan {
     pub summary: Summary,
     /// Context for humans: scope counts, unmanaged target accounts.
     pub notes: Vec<String>,
+    /// Why the deprovisioning guard holds this plan's destructive actions
+    /// (empty: it does not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guard: Vec<String>,
 }
 
 impl Plan {
@@ -788,6 +793,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         conflicts: actual.conflicts.clone(),
         summary,
         notes,
+        guard: Vec::new(),
     }
 }
 

@@ -277,6 +277,18 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
         out.push('\n');
     }
 
+    if !plan.guard.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} the deprovisioning guard HOLDS every disable, delete and member removal of this plan:",
+            style.paint("1;31", "Guard:")
+        );
+        for r in &plan.guard {
+            let _ = writeln!(out, "  - {r}");
+        }
+        out.push_str("  The other actions are applied. If this is intended, approve with `sync --allow-deprovision`.\n\n");
+    }
+
     if !plan.has_changes() {
         out.push_str(&style.paint("1;32", "No changes."));
         out.push_str(" The target matches the source directory.\n");
@@ -338,5 +350,6 @@ pub fn render_json(plan: &Plan, context: Value) -> Value {
         "invalid": plan.rejects,
         "conflicts": plan.conflicts,
         "notes": plan.notes,
+        "guard": plan.guard,
     })
 }

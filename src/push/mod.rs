@@ -106,6 +106,25 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Applied {
     Applied { counts, stopped }
 }
 
+/// Report rows with outcome `held` for actions the deprovisioning guard
+/// stopped (one per member for membership removals). Nothing is sent.
+pub fn held_records(actions: &[Action], ctx: &Context<'_>, reason: &str) -> (Vec<Record>, u64) {
+    let mut records = Vec::new();
+    let mut n = 0;
+    for a in actions {
+        let row = Row {
+            ctx,
+            resource: a.resource(),
+            action: a.verb(),
+            started: Instant::now(),
+        };
+        let done = mark_all(a, &row, "held", reason);
+        n += done.skipped;
+        records.extend(done.records);
+    }
+    (records, n)
+}
+
 /// A report row builder for one action.
 struct Row<'a> {
     ctx: &'a Context<'a>,
@@ -678,6 +697,10 @@ fn done_failed(records: Vec<Record>) -> Done {
 }
 
 fn skip_all(action: &Action, row: &Row<'_>, reason: &str) -> Done {
+    mark_all(action, row, "skipped", reason)
+}
+
+fn mark_all(action: &Action, row: &Row<'_>, outcome: &str, reason: &str) -> Done {
     let records: Vec<Record> = match action {
         Action::AddMembers {
             display_name,
@@ -697,7 +720,7 @@ fn skip_all(action: &Action, row: &Row<'_>, reason: &str) -> Done {
                     None,
                     Some(display_name),
                     m.scim_id.as_ref(),
-                    "skipped",
+                    outcome,
                     None,
                     None,
                     Some(reason.to_owned()),
@@ -738,7 +761,7 @@ fn skip_all(action: &Action, row: &Row<'_>, reason: &str) -> Done {
                 None,
                 None,
                 scim_id,
-                "skipped",
+                outcome,
                 None,
                 None,
                 Some(reason.to_owned()),
