@@ -192,6 +192,35 @@ pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     };
 }
 
+/// SIGINT or SIGTERM: stop dispatching, let requests in flight finish, record
+/// every outcome, mark the run interrupted. A second signal exits at once (130).
+async fn stop_on_signal(cancel: tokio_util::sync::CancellationToken, printer: Printer) {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    for n in 0.. {
+        #[cfg(unix)]
+        let got = match term.as_mut() {
+            Some(t) => tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = t.recv() => r.is_some(),
+            },
+            None => tokio::signal::ctrl_c().await.is_ok(),
+        };
+        #[cfg(not(unix))]
+        let got = tokio::signal::ctrl_c().await.is_ok();
+        if !got {
+            return;
+        }
+        if n == 0 {
+            printer.warn("interrupted: finishing the requests in flight and recording their outcomes (signal again to quit at once)");
+            cancel.cancel();
+        } else {
+            printer.warn("interrupted twice: quitting now");
+            std::process::exit(130);
+        }
+    }
+}
+
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
     let printer = Printer::new(cli.color, cli.quiet);
@@ -217,13 +246,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Sync(args) => {
             let settings = load_settings(&cli.config)?;
             let cancel = tokio_util::sync::CancellationToken::new();
-            let signal_cancel = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    tracing::warn!("interrupted: finishing requests in flight, then stopping");
-                    signal_cancel.cancel();
-                }
-            });
+            tokio::spawn(stop_on_signal(cancel.clone(), printer.clone()));
             sync_command(
                 &settings,
                 &printer,

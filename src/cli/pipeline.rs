@@ -19,6 +19,7 @@ use crate::plan::{self, Plan, guard};
 use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
 use crate::push::{self, Context};
 use crate::source;
+use crate::store::lock::RunLock;
 use crate::store::{self, OutcomeRow, Record, Recorder, RunCounts, Store};
 use crate::target::{self, MatchRules, Reconciled};
 
@@ -325,11 +326,12 @@ pub async fn sync_command(
     cancel: CancellationToken,
 ) -> Result<ExitStatus, CliError> {
     let started = Instant::now();
+    let _lock = RunLock::acquire(&settings.store_path).map_err(CliError::msg)?;
     let prepared = prepare(settings, printer, opts, false).await?;
     let Prepared {
         mut plan,
         store,
-        client,
+        mut client,
         reconciled,
         header,
         target_mode,
@@ -403,6 +405,7 @@ pub async fn sync_command(
             plan.actions.len()
         ));
     }
+    client.set_cancel(cancel.clone());
     let ctx = Context {
         client: &client,
         recorder: &recorder,

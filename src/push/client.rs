@@ -42,6 +42,8 @@ pub enum TransportKind {
     Reset,
     /// Anything else (redirects, protocol errors).
     Other,
+    /// The run was interrupted before the request was sent.
+    Interrupted,
 }
 
 impl std::fmt::Display for TransportKind {
@@ -53,6 +55,7 @@ impl std::fmt::Display for TransportKind {
             TransportKind::Timeout => "timed out",
             TransportKind::Reset => "connection reset",
             TransportKind::Other => "request failed",
+            TransportKind::Interrupted => "not sent: the run was interrupted",
         })
     }
 }
@@ -113,9 +116,10 @@ impl ScimError {
     pub fn retryable(&self) -> bool {
         match self {
             ScimError::Http { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            ScimError::Transport { kind, .. } => {
-                !matches!(kind, TransportKind::Dns | TransportKind::Tls)
-            }
+            ScimError::Transport { kind, .. } => !matches!(
+                kind,
+                TransportKind::Dns | TransportKind::Tls | TransportKind::Interrupted
+            ),
             ScimError::Body { .. } => true,
         }
     }
@@ -127,7 +131,10 @@ impl ScimError {
             ScimError::Http { status, .. } => *status != 429 && *status >= 500,
             ScimError::Transport { kind, .. } => !matches!(
                 kind,
-                TransportKind::Dns | TransportKind::Connect | TransportKind::Tls
+                TransportKind::Dns
+                    | TransportKind::Connect
+                    | TransportKind::Tls
+                    | TransportKind::Interrupted
             ),
             ScimError::Body { .. } => true,
         }
@@ -184,6 +191,7 @@ pub struct ScimClient {
     throttle: Throttle,
     policy: RetryPolicy,
     budget: RetryBudget,
+    cancel: tokio_util::sync::CancellationToken,
     /// Counters.
     pub stats: Stats,
 }
@@ -240,8 +248,25 @@ impl ScimClient {
                 max_retry_after: limits.max_retry_after,
             },
             budget: RetryBudget::new(limits.max_retries_per_run),
+            cancel: tokio_util::sync::CancellationToken::new(),
             stats: Stats::default(),
         })
+    }
+
+    /// Stop waiting and retrying once `cancel` fires (SIGINT/SIGTERM): requests
+    /// already on the wire finish (within the request timeout), nothing new is sent.
+    pub fn set_cancel(&mut self, cancel: tokio_util::sync::CancellationToken) {
+        self.cancel = cancel;
+    }
+
+    fn interrupted(attempts: u32) -> Failure {
+        Failure {
+            error: ScimError::Transport {
+                kind: TransportKind::Interrupted,
+                message: "stopped by a signal before sending".into(),
+            },
+            attempts,
+        }
     }
 
     /// The target URL for path segments under the base.
@@ -270,11 +295,13 @@ impl ScimClient {
         let mut schedule = self.policy.schedule();
         let mut attempts = 0;
         loop {
-            attempts += 1;
-            let result = {
-                let _permit = self.throttle.acquire().await;
-                self.once(method.clone(), url.clone(), body).await
+            let permit = tokio::select! {
+                permit = self.throttle.acquire() => permit,
+                () = self.cancel.cancelled() => return Err(Self::interrupted(attempts)),
             };
+            attempts += 1;
+            let result = self.once(method.clone(), url.clone(), body).await;
+            drop(permit);
             let error = match result {
                 Ok((status, body)) => {
                     return Ok(Reply {
@@ -288,7 +315,9 @@ impl ScimClient {
             if let ScimError::Http { status: 429, .. } = &error {
                 self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             }
-            let give_up = !error.retryable() || (!idempotent && error.maybe_processed());
+            let give_up = !error.retryable()
+                || (!idempotent && error.maybe_processed())
+                || self.cancel.is_cancelled();
             let delay = if give_up {
                 None
             } else {
@@ -309,7 +338,10 @@ impl ScimClient {
                 // The whole target is told to slow down: pause every worker.
                 self.throttle.pause_for(delay);
             } else {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = self.cancel.cancelled() => return Err(Failure { error, attempts }),
+                }
             }
         }
     }

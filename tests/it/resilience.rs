@@ -160,6 +160,34 @@ async fn reconcile_recreates_a_group_deleted_in_the_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_run_stops_dispatching_and_the_next_run_finishes() {
+    interrupted_by("-INT").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_run_stops_dispatching_and_the_next_run_finishes() {
+    interrupted_by("-TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_store_is_refused_while_one_runs() {
+    let env = TestEnv::new().await;
+    env.write_users(&five_users());
+    let held = scimsync::store::lock::RunLock::acquire(&env.store_path()).unwrap();
+    let out = env.run(&["sync"]).await;
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("another scimsync run"), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("pid {}", std::process::id())),
+        "{out:?}"
+    );
+    assert_eq!(env.sb().counts().total, 0);
+    // `plan` reads only: it is not blocked.
+    assert_eq!(env.run(&["plan"]).await.code, 0);
+    drop(held);
+    assert_eq!(env.run(&["sync"]).await.code, 0);
+}
+
+async fn interrupted_by(signal: &'static str) {
     let mut env = TestEnv::new().await;
     env.configure(&format!("{FAST}concurrency = 1\n"), "");
     env.write_users(&five_users());
@@ -195,7 +223,7 @@ async fn an_interrupted_run_stops_dispatching_and_the_next_run_finishes() {
     assert!(seen, "no create reached the sandbox");
     let pid = child.id().to_string();
     let killed = tokio::task::spawn_blocking(move || {
-        Command::new("kill").args(["-INT", &pid]).status().unwrap()
+        Command::new("kill").args([signal, &pid]).status().unwrap()
     })
     .await
     .unwrap();
