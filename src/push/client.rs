@@ -302,6 +302,8 @@ impl ScimClient {
             attempts += 1;
             let result = self.once(method.clone(), url.clone(), body).await;
             drop(permit);
+            self.throttle
+                .observe(matches!(&result, Err(ScimError::Http { status: 429, .. })));
             let error = match result {
                 Ok((status, body)) => {
                     return Ok(Reply {
