@@ -195,6 +195,24 @@ pub async fn prepare(
         ),
     };
     let mut plan = plan::compute(&desired, &actual, &settings.policy);
+    // Creates an earlier run sent without recording the answer: look first.
+    let in_doubt = store.in_doubt(app, "user").map_err(err)?;
+    let mut resolved = 0;
+    for a in &mut plan.actions {
+        if let plan::Action::CreateUser {
+            user, lookup_first, ..
+        } = a
+            && in_doubt.contains(user)
+        {
+            *lookup_first = true;
+            resolved += 1;
+        }
+    }
+    if resolved > 0 {
+        plan.notes.push(format!(
+            "{resolved} creates were sent by an interrupted run without a recorded answer: they are looked up before anything is posted"
+        ));
+    }
     if !opts.allow_deprovision {
         plan.guard = guard::evaluate(&plan, &actual, snapshot.users.len(), &settings.guard).reasons;
     }
@@ -350,6 +368,7 @@ pub async fn sync_command(
         ))?;
     }
 
+    let store_in_doubt_groups = store.in_doubt(app, "group").map_err(err)?;
     let recorder = Recorder::spawn(store);
     recorder.send(record_rows(settings, run_id, &plan));
     if let Some(r) = &reconciled {
@@ -413,6 +432,7 @@ pub async fn sync_command(
         app,
         concurrency: settings.limits.concurrency,
         adopt_groups: settings.groups.adopt_existing,
+        in_doubt_groups: store_in_doubt_groups,
         cancel: cancel.clone(),
     };
     let mut held = 0;
@@ -456,6 +476,7 @@ pub async fn sync_command(
     store
         .finish_run(run_id, status, &counts, detail.as_deref())
         .map_err(err)?;
+    store.settle_intents(app).map_err(err)?;
     if reconciled.is_some() && applied.stopped.is_none() && !interrupted {
         store
             .set_reconciled(app, &settings.base_url, store::now_ms())

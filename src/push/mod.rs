@@ -40,6 +40,9 @@ pub struct Context<'a> {
     pub concurrency: usize,
     /// Adopt a same-named group when a create answers 409.
     pub adopt_groups: bool,
+    /// Groups whose create an interrupted run sent without recording the
+    /// answer: looked up before posting.
+    pub in_doubt_groups: std::collections::BTreeSet<SourceId>,
     /// Stop dispatching when cancelled (SIGINT/SIGTERM).
     pub cancel: CancellationToken,
 }
@@ -357,6 +360,18 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                 source_id: group.clone(),
             },
         ]);
+    }
+    // Journal a create (committed) before anything is sent: if the run is cut
+    // off between the POST and its outcome, the next run finds the entry
+    // unresolved and looks the resource up instead of posting it again.
+    if let Action::CreateUser { user: id, .. } | Action::CreateGroup { group: id, .. } = action {
+        ctx.recorder.send(vec![Record::Intent {
+            app: ctx.app.into(),
+            kind: action.resource().into(),
+            source_id: id.clone(),
+            run_id: ctx.run_id,
+        }]);
+        ctx.recorder.flush().await;
     }
     match action {
         Action::CreateUser {
@@ -1284,6 +1299,32 @@ async fn create_group(
             link(&id),
         ]))
     };
+    if ctx.in_doubt_groups.contains(group) {
+        match ctx.client.find("Groups", "displayName", display_name).await {
+            Ok(Some(g)) if scim::str_attr(&g, "externalId") == Some(group.as_str()) => {
+                if let Some(done) = adopt(
+                    Some(g),
+                    0,
+                    "an interrupted run had created this group; linked",
+                ) {
+                    return done;
+                }
+            }
+            Ok(_) => {}
+            Err(f) => {
+                shared.check_fatal(&f.error);
+                return fail(
+                    f.error.status(),
+                    f.error.scim_type(),
+                    format!(
+                        "looking the group up before create failed: {}",
+                        describe(&f.error)
+                    ),
+                    f.attempts,
+                );
+            }
+        }
+    }
     let body = scim::group_body(display_name, group.as_str());
     // Like users: a create that may have reached the server is looked up
     // first, and sent again (up to `max_posts` in all) only when not found.

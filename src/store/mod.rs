@@ -24,7 +24,7 @@ use crate::model::{ScimId, SourceId};
 use crate::plan::Attrs;
 
 /// Ordered schema migrations; index + 1 is the `user_version` they lead to.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +346,40 @@ impl Store {
         Ok(out)
     }
 
+    /// Source ids whose create was journalled but never linked: a run was cut
+    /// off after sending it. `kind` is `user` or `group`.
+    pub fn in_doubt(&self, app: &str, kind: &str) -> Result<BTreeSet<SourceId>, StoreError> {
+        let table = if kind == "group" {
+            "group_links"
+        } else {
+            "user_links"
+        };
+        let sql = format!(
+            "SELECT source_id FROM intents i WHERE app = ?1 AND kind = ?2
+             AND NOT EXISTS (SELECT 1 FROM {table} l WHERE l.app = i.app AND l.source_id = i.source_id)"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![app, kind], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.map(|r| r.map(SourceId))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Forget journal entries whose resource is now linked (resolved).
+    pub fn settle_intents(&self, app: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM intents WHERE app = ?1 AND (
+                   (kind = 'user' AND source_id IN (SELECT source_id FROM user_links WHERE app = ?1))
+                   OR (kind = 'group' AND source_id IN (SELECT source_id FROM group_links WHERE app = ?1)))",
+                [app],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Apply records in one transaction (used by the recorder and by tests).
     pub fn apply(&mut self, records: &[Record]) -> Result<(), StoreError> {
         let path = self.path.clone();
@@ -414,6 +448,44 @@ mod tests {
         }
         drop(store);
         Store::open(&path).unwrap(); // reopening is a no-op migration
+    }
+
+    #[test]
+    fn a_journalled_create_is_in_doubt_until_linked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        store
+            .apply(&[Record::Intent {
+                app: "a".into(),
+                kind: "user".into(),
+                source_id: "7".into(),
+                run_id: 1,
+            }])
+            .unwrap();
+        let doubt = store.in_doubt("a", "user").unwrap();
+        assert!(doubt.contains(&SourceId::from("7")));
+        assert!(store.in_doubt("a", "group").unwrap().is_empty());
+        store.settle_intents("a").unwrap();
+        assert_eq!(
+            store.in_doubt("a", "user").unwrap().len(),
+            1,
+            "unresolved entries stay"
+        );
+        store
+            .apply(&[Record::UserState {
+                app: "a".into(),
+                source_id: "7".into(),
+                scim_id: "u7".into(),
+                state: Attrs::new(),
+            }])
+            .unwrap();
+        assert!(store.in_doubt("a", "user").unwrap().is_empty());
+        store.settle_intents("a").unwrap();
+        let n: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM intents", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]

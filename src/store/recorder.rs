@@ -111,6 +111,17 @@ pub enum Record {
         /// Users removed.
         remove: Vec<SourceId>,
     },
+    /// Journal a create before it is sent.
+    Intent {
+        /// Target name.
+        app: String,
+        /// `user` or `group`.
+        kind: String,
+        /// Source id.
+        source_id: SourceId,
+        /// Run id.
+        run_id: i64,
+    },
     /// Replace a group's stored members (after a full read).
     MembersReset {
         /// Target name.
@@ -235,6 +246,17 @@ pub(super) fn apply_one(tx: &Transaction<'_>, rec: &Record) -> rusqlite::Result<
             for u in remove {
                 del.execute(params![app, group.as_str(), u.as_str()])?;
             }
+        }
+        Record::Intent {
+            app,
+            kind,
+            source_id,
+            run_id,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO intents (app, kind, source_id, run_id, sent_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![app, kind, source_id.as_str(), run_id, now])?;
         }
         Record::MembersReset {
             app,
