@@ -425,6 +425,21 @@ pub async fn sync_command(
         ));
     }
     client.set_cancel(cancel.clone());
+    // Progress on stderr: every 10 % of a plan of 50 actions or more, and at
+    // most every 10 seconds on long runs.
+    let last_report = std::sync::Mutex::new(Instant::now());
+    let progress_fn = |done: usize, total: usize| {
+        let step = (total / 10).max(1);
+        let mut last = last_report.lock().expect("not poisoned");
+        if total >= 50 && (done % step == 0 || last.elapsed().as_secs() >= 10) && done < total {
+            *last = Instant::now();
+            printer.info(&format!(
+                "  {done}/{total} actions done ({}%, {:.0}s)",
+                done * 100 / total,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    };
     let ctx = Context {
         client: &client,
         recorder: &recorder,
@@ -434,6 +449,7 @@ pub async fn sync_command(
         adopt_groups: settings.groups.adopt_existing,
         in_doubt_groups: store_in_doubt_groups,
         cancel: cancel.clone(),
+        progress: Some(&progress_fn),
     };
     let mut held = 0;
     if !plan.guard.is_empty() {

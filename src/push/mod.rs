@@ -45,6 +45,8 @@ pub struct Context<'a> {
     pub in_doubt_groups: std::collections::BTreeSet<SourceId>,
     /// Stop dispatching when cancelled (SIGINT/SIGTERM).
     pub cancel: CancellationToken,
+    /// Called after each finished action with (actions done, actions in all).
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
 }
 
 /// How an apply ended.
@@ -82,6 +84,7 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Applied {
     let shared = Shared::default();
     let mut counts = RunCounts::default();
     let mut phase_start = 0;
+    let mut finished = 0;
     while phase_start < plan.actions.len() {
         let phase = plan.actions[phase_start].phase();
         let phase_end = plan.actions[phase_start..]
@@ -98,6 +101,10 @@ pub async fn apply(plan: &Plan, ctx: &Context<'_>) -> Applied {
             counts.failed += done.failed;
             counts.skipped += done.skipped;
             ctx.recorder.send(done.records);
+            finished += 1;
+            if let Some(progress) = ctx.progress {
+                progress(finished, plan.actions.len());
+            }
         }
         phase_start = phase_end;
     }
