@@ -431,7 +431,10 @@ pub async fn sync_command(
     let progress_fn = |done: usize, total: usize| {
         let step = (total / 10).max(1);
         let mut last = last_report.lock().expect("not poisoned");
-        if total >= 50 && (done % step == 0 || last.elapsed().as_secs() >= 10) && done < total {
+        if total >= 50
+            && (done.is_multiple_of(step) || last.elapsed().as_secs() >= 10)
+            && done < total
+        {
             *last = Instant::now();
             printer.info(&format!(
                 "  {done}/{total} actions done ({}%, {:.0}s)",
