@@ -60,15 +60,38 @@ pub struct Applied {
 
 #[derive(Default)]
 struct Shared {
-    users: Mutex<HashMap<SourceId, ScimId>>,
-    /// The reverse of `users`: which source user each account was linked to in this run.
-    owners: Mutex<HashMap<ScimId, SourceId>>,
-    groups: Mutex<HashMap<SourceId, ScimId>>,
-    /// The reverse of `groups`.
-    group_owners: Mutex<HashMap<ScimId, SourceId>>,
+    users: Mutex<RunLinks>,
+    groups: Mutex<RunLinks>,
     failed_users: Mutex<HashSet<SourceId>>,
     failed_groups: Mutex<HashSet<SourceId>>,
     stop: Mutex<Option<String>>,
+}
+
+/// Links made or confirmed during this run, both ways.
+#[derive(Default)]
+struct RunLinks {
+    ids: HashMap<SourceId, ScimId>,
+    /// Which source record each target resource was linked to in this run.
+    owners: HashMap<ScimId, SourceId>,
+}
+
+impl RunLinks {
+    fn link(&mut self, source: &SourceId, id: &ScimId) {
+        self.ids.insert(source.clone(), id.clone());
+        self.owners.insert(id.clone(), source.clone());
+    }
+
+    fn id(&self, source: &SourceId) -> Option<ScimId> {
+        self.ids.get(source).cloned()
+    }
+
+    /// The other source record resource `id` was linked to earlier in this run,
+    /// if any (re-keyed in the source: same userName or name, new source id).
+    /// The resource now belongs to that record: it must not be deprovisioned or
+    /// dropped from groups on behalf of its previous one.
+    fn new_owner(&self, source: &SourceId, id: &ScimId) -> Option<SourceId> {
+        self.owners.get(id).filter(|o| *o != source).cloned()
+    }
 }
 
 /// The outcome of one action: report rows and store changes.
@@ -215,51 +238,23 @@ fn email_of(attrs: &Attrs) -> Option<&str> {
 }
 
 impl Shared {
-    /// Note that `user` is linked to account `id` in this run.
     fn link_user(&self, user: &SourceId, id: &ScimId) {
-        self.users
-            .lock()
-            .expect("not poisoned")
-            .insert(user.clone(), id.clone());
-        self.owners
-            .lock()
-            .expect("not poisoned")
-            .insert(id.clone(), user.clone());
+        self.users.lock().expect("not poisoned").link(user, id);
     }
 
-    /// The other source user that account `id` was linked to earlier in this
-    /// run, if any (a re-keyed person: same userName, new source id). The
-    /// account now belongs to that user: it must not be deprovisioned or
-    /// dropped from groups on behalf of its previous source record.
     fn new_owner(&self, user: &SourceId, id: &ScimId) -> Option<SourceId> {
-        self.owners
-            .lock()
-            .expect("not poisoned")
-            .get(id)
-            .filter(|owner| *owner != user)
-            .cloned()
+        self.users.lock().expect("not poisoned").new_owner(user, id)
     }
 
-    /// Note that source group `group` is linked to target group `id` in this run.
     fn link_group(&self, group: &SourceId, id: &ScimId) {
+        self.groups.lock().expect("not poisoned").link(group, id);
+    }
+
+    fn new_group_owner(&self, group: &SourceId, id: &ScimId) -> Option<SourceId> {
         self.groups
             .lock()
             .expect("not poisoned")
-            .insert(group.clone(), id.clone());
-        self.group_owners
-            .lock()
-            .expect("not poisoned")
-            .insert(id.clone(), group.clone());
-    }
-
-    /// Like [`Shared::new_owner`], for groups (a group re-keyed in the source).
-    fn new_group_owner(&self, group: &SourceId, id: &ScimId) -> Option<SourceId> {
-        self.group_owners
-            .lock()
-            .expect("not poisoned")
-            .get(id)
-            .filter(|owner| *owner != group)
-            .cloned()
+            .new_owner(group, id)
     }
 
     fn stopped(&self) -> Option<String> {
@@ -1430,14 +1425,9 @@ async fn add_members(
     group_scim_id: Option<&ScimId>,
     members: &[Member],
 ) -> Done {
-    let group_id = group_scim_id.cloned().or_else(|| {
-        shared
-            .groups
-            .lock()
-            .expect("not poisoned")
-            .get(group)
-            .cloned()
-    });
+    let group_id = group_scim_id
+        .cloned()
+        .or_else(|| shared.groups.lock().expect("not poisoned").id(group));
     let Some(group_id) = group_id else {
         let reason = if shared
             .failed_groups
@@ -1484,7 +1474,7 @@ async fn add_members(
             let id = m
                 .scim_id
                 .clone()
-                .or_else(|| m.user.as_ref().and_then(|u| users.get(u).cloned()));
+                .or_else(|| m.user.as_ref().and_then(|u| users.id(u)));
             match id {
                 Some(id) => ready.push((m, id)),
                 None => {
