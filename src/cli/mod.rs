@@ -125,6 +125,11 @@ pub struct SyncArgs {
     /// thresholds (`[guard]` in the config) for this run.
     #[arg(long)]
     pub allow_deprovision: bool,
+    /// Keep running: one sync every DURATION (`30m`, `1h`), with a small
+    /// jitter, until SIGTERM/SIGINT. A failed run does not stop the schedule;
+    /// repeated failures space the runs out (up to 8 intervals).
+    #[arg(long, value_name = "DURATION")]
+    pub every: Option<String>,
     /// Output format of the plan and the run summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -192,6 +197,70 @@ pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     };
 }
 
+/// `sync --every`: one run per tick until a stop signal. The config is read
+/// again at every tick, so an edit takes effect at the next run; a run that
+/// cannot even start (bad config, unreachable target) is logged and retried.
+async fn schedule(
+    config: &std::path::Path,
+    printer: &Printer,
+    opts: PlanOptions,
+    interval: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<ExitStatus, CliError> {
+    let mut failures: u32 = 0;
+    loop {
+        let result = match load_settings(config) {
+            Ok(settings) => sync_command(&settings, printer, opts, "sync", cancel.clone()).await,
+            Err(e) => Err(e),
+        };
+        let last = match result {
+            Ok(status) => status,
+            Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Err(CliError::Io(e));
+            }
+            Err(e) => {
+                printer.warn(&format!("error: {e}"));
+                ExitStatus::Error
+            }
+        };
+        if cancel.is_cancelled() {
+            return Ok(last);
+        }
+        failures = if last == ExitStatus::Success {
+            0
+        } else {
+            failures + 1
+        };
+        // Back off after repeated failures: 1, 2, 4, then 8 intervals.
+        let factor = 1u32 << failures.saturating_sub(1).min(3);
+        let base = interval.saturating_mul(factor);
+        // Up to 5 % jitter (at most 30 s), so many jobs do not hit the target in step.
+        let jitter_cap = (base.as_millis() as u64 / 20).min(30_000);
+        let jitter = std::time::Duration::from_millis(if jitter_cap == 0 {
+            0
+        } else {
+            u64::from(std::process::id())
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(crate::store::now_ms() as u64)
+                % jitter_cap
+        });
+        let wait = base + jitter;
+        printer.info(&format!(
+            "next sync in {}s{}",
+            wait.as_secs(),
+            if failures > 0 {
+                format!(" ({failures} failed runs in a row)")
+            } else {
+                String::new()
+            }
+        ));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return Ok(last),
+        }
+    }
+}
+
 /// SIGINT or SIGTERM: stop dispatching, let requests in flight finish, record
 /// every outcome, mark the run interrupted. A second signal exits at once (130).
 async fn stop_on_signal(cancel: tokio_util::sync::CancellationToken, printer: Printer) {
@@ -244,22 +313,30 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
             .await
         }
         Command::Sync(args) => {
-            let settings = load_settings(&cli.config)?;
+            let every = args
+                .every
+                .as_deref()
+                .map(crate::config::parse_duration)
+                .transpose()
+                .map_err(|m| CliError::msg(format!("--every: {m}")))?;
+            if every.is_some_and(|d| d.is_zero()) {
+                return Err(CliError::msg("--every: the interval must be above zero"));
+            }
             let cancel = tokio_util::sync::CancellationToken::new();
             tokio::spawn(stop_on_signal(cancel.clone(), printer.clone()));
-            sync_command(
-                &settings,
-                &printer,
-                PlanOptions {
-                    reconcile: args.reconcile,
-                    format: args.format,
-                    check: false,
-                    allow_deprovision: args.allow_deprovision,
-                },
-                "sync",
-                cancel,
-            )
-            .await
+            let opts = PlanOptions {
+                reconcile: args.reconcile,
+                format: args.format,
+                check: false,
+                allow_deprovision: args.allow_deprovision,
+            };
+            match every {
+                None => {
+                    let settings = load_settings(&cli.config)?;
+                    sync_command(&settings, &printer, opts, "sync", cancel).await
+                }
+                Some(interval) => schedule(&cli.config, &printer, opts, interval, cancel).await,
+            }
         }
         Command::Report(args) => report::report(&cli.config, args, &printer),
         Command::Sandbox(args) => sandbox::sandbox(args, &printer).await,
