@@ -355,6 +355,12 @@ pub async fn sync_command(
         target_mode,
     } = prepared;
     let app = settings.app.as_str();
+    let abandoned = store.close_abandoned_runs(app).map_err(err)?;
+    if abandoned > 0 {
+        printer.warn(&format!(
+            "note: {abandoned} earlier runs ended without finishing (killed?); they are marked interrupted, and this run completes their work"
+        ));
+    }
     let run_id = store
         .begin_run(app, command, reconciled.is_some())
         .map_err(err)?;

@@ -245,6 +245,26 @@ impl Store {
         Ok(())
     }
 
+    /// Close run rows left `running` by a process that died (SIGKILL, power
+    /// loss): mark them interrupted and count their outcome rows. Call only
+    /// while holding the run lock. Returns how many were closed.
+    pub fn close_abandoned_runs(&self, app: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET status = 'interrupted',
+                   finished_at = coalesce((SELECT max(at) FROM outcomes o WHERE o.run_id = runs.id), started_at),
+                   applied = (SELECT count(*) FROM outcomes o WHERE o.run_id = runs.id AND o.outcome = 'applied'),
+                   failed = (SELECT count(*) FROM outcomes o WHERE o.run_id = runs.id AND o.outcome = 'failed'),
+                   skipped = (SELECT count(*) FROM outcomes o WHERE o.run_id = runs.id AND o.outcome = 'skipped'),
+                   invalid = (SELECT count(*) FROM outcomes o WHERE o.run_id = runs.id AND o.outcome = 'invalid'),
+                   held = (SELECT count(*) FROM outcomes o WHERE o.run_id = runs.id AND o.outcome = 'held'),
+                   detail = 'the process ended before the run finished (killed or crashed); counts are from its recorded outcomes'
+                 WHERE app = ?1 AND status = 'running'",
+                [app],
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// When the target was last read in full, if ever.
     pub fn last_reconcile(&self, app: &str) -> Result<Option<i64>, StoreError> {
         self.conn
@@ -486,6 +506,34 @@ mod tests {
             .query_row("SELECT count(*) FROM intents", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn abandoned_runs_are_closed_with_their_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let run = store.begin_run("a", "sync", false).unwrap();
+        store
+            .apply(&[Record::Outcome(OutcomeRow {
+                run_id: run,
+                app: "a".into(),
+                resource: "user".into(),
+                action: "create".into(),
+                outcome: "applied".into(),
+                ..OutcomeRow::default()
+            })])
+            .unwrap();
+        assert_eq!(store.close_abandoned_runs("b").unwrap(), 0);
+        assert_eq!(store.close_abandoned_runs("a").unwrap(), 1);
+        let (status, applied): (String, i64) = store
+            .conn
+            .query_row(
+                "SELECT status, applied FROM runs WHERE id = ?1",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), applied), ("interrupted", 1));
     }
 
     #[test]
