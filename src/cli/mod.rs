@@ -31,7 +31,8 @@ pub struct Cli {
         long,
         global = true,
         default_value = "scimsync.toml",
-        env = "SCIMSYNC_CONFIG"
+        env = "SCIMSYNC_CONFIG",
+        hide_env_values = true
     )]
     pub config: PathBuf,
     /// More log output on stderr (-v info, -vv debug, -vvv trace).
