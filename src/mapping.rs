@@ -217,7 +217,8 @@ impl Mapping {
                     "not a supported SCIM attribute path (forms: `title`, `name.givenName`, `emails[type eq \"work\"].value`, `urn:…:User:department`)",
                 )
             })?;
-            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(raw)) {
+            let canonical = path.to_string();
+            if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(&canonical)) {
                 return Err(ConfigError::at(
                     &key,
                     "is set by scimsync itself (externalId is always the source id)",

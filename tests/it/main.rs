@@ -8,9 +8,16 @@
 
 mod cli;
 mod common;
+mod crash;
 mod edge;
 mod faults;
+mod fuzz;
+mod guard;
+mod hostile;
+mod matrix;
 mod plan;
 mod report;
 mod resilience;
+mod schedule;
+mod secrets;
 mod sync;

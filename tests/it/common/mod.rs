@@ -465,3 +465,226 @@ pub async fn run_binary_env(dir: &Path, args: Vec<String>, vars: &[(&str, &str)]
     .await
     .expect("the runner thread does not panic")
 }
+
+// ---- helpers for the fault matrix, hostile-response, secrets and fuzz tests ----
+
+/// File name of the fast-retry copy of the built-in Atlassian profile.
+pub const FAST_RETRY_CONNECTOR: &str = "atlassian-fast-retry.toml";
+
+/// The built-in Atlassian profile with a 20 ms first backoff (1 s at most)
+/// instead of 1 s (60 s at most): the same retry decisions, a shorter wait.
+pub fn fast_retry_profile() -> String {
+    let text = include_str!("../../../connectors/atlassian.toml");
+    let out = text
+        .replace("initial_delay_ms = 1000", "initial_delay_ms = 20")
+        .replace("max_delay_secs = 60", "max_delay_secs = 1");
+    assert!(
+        out.contains("initial_delay_ms = 20") && out.contains("max_delay_secs = 1"),
+        "connectors/atlassian.toml changed: update fast_retry_profile()"
+    );
+    out
+}
+
+/// One users.csv row parsed back (the rows written by [`user`] and friends:
+/// no quoting).
+#[derive(Clone, Debug)]
+pub struct SourceRow {
+    pub id: String,
+    pub user_name: String,
+    pub given: String,
+    pub family: String,
+    pub display: String,
+    pub email: String,
+    pub active: bool,
+    pub title: String,
+    pub groups: Vec<String>,
+}
+
+/// Parse a users.csv row in [`USERS_HEADER`] order.
+pub fn parse_row(row: &str) -> SourceRow {
+    let f: Vec<&str> = row.split(',').collect();
+    assert_eq!(f.len(), 9, "a users.csv row without quoting: {row}");
+    SourceRow {
+        id: f[0].to_owned(),
+        user_name: f[1].to_owned(),
+        given: f[2].to_owned(),
+        family: f[3].to_owned(),
+        display: f[4].to_owned(),
+        email: f[5].to_owned(),
+        active: f[6] == "true",
+        title: f[7].to_owned(),
+        groups: f[8]
+            .split(';')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    }
+}
+
+/// The managed attributes of one account, as compared by [`TestEnv::assert_state`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AccountView {
+    pub external_id: Option<String>,
+    pub user_name: Option<String>,
+    pub given: Option<String>,
+    pub family: Option<String>,
+    pub display: Option<String>,
+    pub email: Option<String>,
+    pub active: Option<bool>,
+    pub title: Option<String>,
+}
+
+fn opt_str(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned)
+}
+
+impl AccountView {
+    /// What the sandbox holds.
+    pub fn of_resource(u: &Value) -> AccountView {
+        let emails = u["emails"].as_array().cloned().unwrap_or_default();
+        let email = emails
+            .iter()
+            .find(|e| e["primary"] == Value::Bool(true))
+            .or(emails.first())
+            .and_then(|e| opt_str(&e["value"]));
+        AccountView {
+            external_id: opt_str(&u["externalId"]),
+            user_name: opt_str(&u["userName"]),
+            given: opt_str(&u["name"]["givenName"]),
+            family: opt_str(&u["name"]["familyName"]),
+            display: opt_str(&u["displayName"]),
+            email,
+            active: u["active"].as_bool(),
+            title: opt_str(&u["title"]).filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// What the source row asks for (default Atlassian mapping).
+    pub fn of_row(r: &SourceRow) -> AccountView {
+        let display = if r.display.is_empty() {
+            format!("{} {}", r.given, r.family)
+        } else {
+            r.display.clone()
+        };
+        AccountView {
+            external_id: Some(r.id.clone()),
+            user_name: Some(r.user_name.clone()),
+            given: Some(r.given.clone()),
+            family: Some(r.family.clone()),
+            display: Some(display),
+            email: Some(r.email.clone()),
+            active: Some(r.active),
+            title: (!r.title.is_empty()).then(|| r.title.clone()),
+        }
+    }
+}
+
+impl TestEnv {
+    /// Write the fast-retry profile next to the config; returns the
+    /// `connector = ...` line for `[target]`.
+    pub fn fast_retry_connector(&self) -> String {
+        self.write(FAST_RETRY_CONNECTOR, &fast_retry_profile());
+        format!("connector = \"{FAST_RETRY_CONNECTOR}\"\n")
+    }
+
+    /// Run the binary with `-c <config> <args>` and extra environment variables.
+    pub async fn run_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let config = self.config_path();
+        let mut full: Vec<String> = vec!["-c".into(), config.display().to_string()];
+        full.extend(args.iter().map(|s| (*s).to_owned()));
+        run_binary_env(self.dir.path(), full, vars).await
+    }
+
+    /// No two accounts share a userName (case-insensitive) or an externalId,
+    /// no two groups share a displayName (case-insensitive) or an externalId.
+    pub fn assert_no_duplicates(&self, context: &str) {
+        use std::collections::HashSet;
+        let users = self.sb().users();
+        let mut names = HashSet::new();
+        let mut ext = HashSet::new();
+        for u in &users {
+            let name = u["userName"].as_str().unwrap_or_default().to_lowercase();
+            assert!(
+                names.insert(name.clone()),
+                "{context}: duplicate userName {name}: {users:#?}"
+            );
+            if let Some(e) = u["externalId"].as_str() {
+                assert!(
+                    ext.insert(e.to_owned()),
+                    "{context}: duplicate externalId {e}: {users:#?}"
+                );
+            }
+        }
+        let groups = self.sb().groups();
+        let mut gnames = HashSet::new();
+        let mut gext = HashSet::new();
+        for g in &groups {
+            let name = g["displayName"].as_str().unwrap_or_default().to_lowercase();
+            assert!(
+                gnames.insert(name.clone()),
+                "{context}: duplicate group {name}: {groups:#?}"
+            );
+            if let Some(e) = g["externalId"].as_str() {
+                assert!(
+                    gext.insert(e.to_owned()),
+                    "{context}: duplicate group externalId {e}: {groups:#?}"
+                );
+            }
+        }
+    }
+
+    /// The sandbox holds exactly the accounts of `rows` (plus `extra`, e.g.
+    /// disabled accounts) with their mapped attributes, and exactly the groups
+    /// named in `rows` with exactly those members.
+    pub fn assert_state<S: AsRef<str>>(&self, rows: &[S], extra: &[AccountView], context: &str) {
+        let rows: Vec<SourceRow> = rows.iter().map(|r| parse_row(r.as_ref())).collect();
+        let mut want: Vec<AccountView> = rows.iter().map(AccountView::of_row).collect();
+        want.extend(extra.iter().cloned());
+        want.sort();
+        let mut have: Vec<AccountView> = self
+            .sb()
+            .users()
+            .iter()
+            .map(AccountView::of_resource)
+            .collect();
+        have.sort();
+        assert_eq!(have, want, "{context}: accounts differ from the source");
+
+        let mut want_groups: std::collections::BTreeMap<String, Vec<String>> =
+            std::collections::BTreeMap::new();
+        for r in &rows {
+            for g in &r.groups {
+                want_groups
+                    .entry(g.clone())
+                    .or_default()
+                    .push(r.user_name.clone());
+            }
+        }
+        for members in want_groups.values_mut() {
+            members.sort();
+        }
+        let have_groups: std::collections::BTreeMap<String, Vec<String>> = self
+            .sb()
+            .groups()
+            .iter()
+            .filter_map(|g| g["displayName"].as_str().map(str::to_owned))
+            .map(|name| {
+                let members = self.member_names(&name);
+                (name, members)
+            })
+            .collect();
+        assert_eq!(
+            have_groups, want_groups,
+            "{context}: groups differ from the source"
+        );
+    }
+
+    /// `finished_at` of a run, if set.
+    pub fn run_finished_at(&self, run: i64) -> Option<i64> {
+        self.store()
+            .query_row("SELECT finished_at FROM runs WHERE id = ?1", [run], |r| {
+                r.get(0)
+            })
+            .expect("the run exists")
+    }
+}
