@@ -1194,8 +1194,16 @@ mod props {
         format!("\"{}\"", s.replace('"', "\"\""))
     }
 
+    /// Cases per property: the default, or `SCIMSYNC_FUZZ_CASES` for a long run.
+    fn fuzz_cases(default: u32) -> u32 {
+        std::env::var("SCIMSYNC_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases(128)))]
 
         /// Any values, properly quoted, with LF or CRLF line ends, come back
         /// as written (trimmed) with the line each record starts on.

@@ -153,8 +153,17 @@ fn check_detail(detail: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Cases per property: the default, or `SCIMSYNC_FUZZ_CASES` for a long run
+/// (`SCIMSYNC_FUZZ_CASES=1000000 cargo test --release --test it fuzz`).
+fn cases(default: u32) -> u32 {
+    std::env::var("SCIMSYNC_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(MANY))]
+    #![proptest_config(ProptestConfig::with_cases(cases(MANY)))]
 
     #[test]
     fn parse_error_body_never_panics_on_bytes(b in bytes()) {
@@ -219,7 +228,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(SOME))]
+    #![proptest_config(ProptestConfig::with_cases(cases(SOME)))]
 
     #[test]
     fn parsers_never_panic_on_json(v in json()) {
