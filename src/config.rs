@@ -855,6 +855,66 @@ api_key_env = "SCIMSYNC_API_KEY"
     }
 
     #[test]
+    fn every_malformed_config_is_refused_with_its_key() {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/malformed-config"
+        ));
+        let cases: &[(&str, &str)] = &[
+            ("unknown_key.toml", "base_ulr"),
+            ("bad_url.toml", "`target.base_url`: not a valid URL"),
+            ("http_remote.toml", "`target.base_url`: plain http"),
+            ("missing_key_source.toml", "no API key source"),
+            (
+                "both_key_sources.toml",
+                "either api_key_env or api_key_file",
+            ),
+            (
+                "bad_regex.toml",
+                "`mapping.user_name_transform.pattern`: invalid regex",
+            ),
+            ("bad_threshold_percent.toml", "`guard.max_disable_percent`"),
+            ("bad_threshold_negative.toml", "line "),
+            ("bad_duration.toml", "`policy.reconcile_interval`"),
+            ("bad_deprovision.toml", "archive"),
+            ("unknown_connector.toml", "unknown connector `okta`"),
+            ("bad_template.toml", "`mapping.attributes.displayName`"),
+            ("reserved_attribute.toml", "set by scimsync itself"),
+            (
+                "bad_attribute_path.toml",
+                "not a supported SCIM attribute path",
+            ),
+            ("bad_delimiter.toml", "`source.delimiter`"),
+            ("bad_email_domain.toml", "`scope.email_domains`"),
+            ("zero_concurrency.toml", "`target.concurrency`"),
+            ("unknown_format.toml", "`source.type`"),
+            ("not_toml.toml", "line 1"),
+        ];
+        let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+        let on_disk: std::collections::BTreeSet<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "README.md")
+            .collect();
+        let listed: std::collections::BTreeSet<String> =
+            cases.iter().map(|(f, _)| (*f).to_owned()).collect();
+        assert_eq!(
+            on_disk, listed,
+            "fixtures/malformed-config and the test differ"
+        );
+        for (file, expected) in cases {
+            assert!(
+                readme.contains(&format!("`{file}`")),
+                "{file} is not in the README"
+            );
+            match Settings::load(&dir.join(file)) {
+                Ok(_) => panic!("{file} was accepted"),
+                Err(e) => assert!(e.to_string().contains(expected), "{file}: {e}"),
+            }
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
