@@ -641,4 +641,71 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("SCIMSYNC_TEST_SURELY_UNSET_LDAP_PW"), "{e}");
     }
+
+    #[test]
+    fn the_active_directory_example_config_is_valid() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/ldap/scimsync.ad.example.toml"
+        ));
+        let s = crate::config::Settings::load(path).unwrap();
+        assert_eq!(s.source.kind, crate::config::SourceKind::Ldap);
+        let l = s.source.ldap.expect("ldap settings");
+        assert_eq!(l.tls, Tls::Ldaps);
+        assert_eq!(l.user_bases.len(), 2);
+        assert_eq!(l.attributes["user_name"], vec!["userPrincipalName"]);
+        assert_eq!(l.attributes["active"], vec!["userAccountControl"]);
+        assert_eq!(l.attributes["cost_center"], vec!["extensionAttribute1"]);
+        assert_eq!(
+            l.bind.map(|(_, p)| p),
+            Some(PasswordSource::Env("SCIMSYNC_LDAP_PASSWORD".into()))
+        );
+    }
+
+    #[test]
+    fn the_commented_ldap_block_of_the_example_config_is_valid() {
+        // Uncomment the [source.ldap] block of the reference config and load
+        // it in place of the csv source: every documented key must parse.
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/scimsync.example.toml"
+        ))
+        .unwrap();
+        let start = text.find("# [source.ldap]").expect("the LDAP block");
+        let block: String = text[start..]
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| l.starts_with("# ") && !l.starts_with("# #"))
+            .map(|l| format!("{}\n", &l[2..]))
+            .collect();
+        for key in [
+            "url",
+            "starttls",
+            "ca_file",
+            "tls_insecure_skip_verify",
+            "bind_dn",
+            "bind_password_env",
+            "user_base",
+            "user_filter",
+            "group_base",
+            "group_filter",
+            "page_size",
+            "timeout",
+            "flavor",
+            "group_id_attribute",
+            "group_name_attribute",
+            "member_attributes",
+            "member_of_attribute",
+            "nested_groups",
+        ] {
+            assert!(
+                block.contains(&format!("\n{key} = ")),
+                "{key} is not documented"
+            );
+        }
+        let table: toml::Table = toml::from_str(&block).unwrap();
+        let c: LdapConfig = table["source"]["ldap"].clone().try_into().unwrap();
+        let s = resolve(&c, Path::new("/etc/scimsync")).unwrap();
+        assert_eq!(s.attributes["cost_center"], vec!["extensionAttribute1"]);
+    }
 }
