@@ -167,6 +167,17 @@ async fn active_directory_conventions_first_sync_then_no_requests() {
     );
     assert_eq!(user(&users, "user046@example.com")["active"], true);
     assert_eq!(env.sb().counts().get(Route::CreateUser), 0);
+
+    // The bind password is nowhere in the store.
+    for f in ["scimsync.db", "scimsync.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.path(f)) {
+            let needle = BIND_PASSWORD.as_bytes();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the bind password is in {f}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
