@@ -67,6 +67,8 @@ pub enum SourceKind {
     Csv,
     /// A JSON document (`{"users": [...], "groups": [...]}` or an array of users).
     Json,
+    /// An LDAP / Active Directory server (`[source.ldap]`).
+    Ldap,
 }
 
 /// The configuration file as written.
@@ -123,11 +125,12 @@ pub struct GuardConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `csv` or `json`; default from the users file's extension.
+    /// `csv`, `json` or `ldap`; default from the users file's extension
+    /// (`ldap` when `[source.ldap]` is present).
     #[serde(rename = "type")]
     pub kind: Option<SourceKind>,
-    /// The people file.
-    pub users: PathBuf,
+    /// The people file (csv/json; required for them).
+    pub users: Option<PathBuf>,
     /// Optional group membership file (CSV: `group`,`member`[,`group_id`]; JSON: `{"groups": [...]}`).
     pub groups: Option<PathBuf>,
     /// CSV field delimiter (one ASCII character).
@@ -139,6 +142,8 @@ pub struct SourceConfig {
     /// Canonical field name → column/key name in the file.
     #[serde(default)]
     pub columns: BTreeMap<String, String>,
+    /// `[source.ldap]`: server, bind, bases, filters, attribute mapping.
+    pub ldap: Option<crate::source::ldap::LdapConfig>,
 }
 
 fn default_delimiter() -> String {
@@ -360,7 +365,7 @@ pub struct Settings {
 pub struct SourceSettings {
     /// Format.
     pub kind: SourceKind,
-    /// People file.
+    /// People file (for `ldap`: the server URL, shown as the source's label).
     pub users: PathBuf,
     /// Optional membership file.
     pub groups: Option<PathBuf>,
@@ -370,6 +375,8 @@ pub struct SourceSettings {
     pub list_separator: String,
     /// Canonical field → column name.
     pub columns: BTreeMap<String, String>,
+    /// Resolved `[source.ldap]` (type `ldap` only).
+    pub ldap: Option<crate::source::ldap::LdapSettings>,
 }
 
 /// Effective request pacing and retry settings.
@@ -565,7 +572,22 @@ fn toml_error(text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 fn resolve_source(s: &SourceConfig, base_dir: &Path) -> Result<SourceSettings, ConfigError> {
-    let users = base_dir.join(&s.users);
+    if s.kind == Some(SourceKind::Ldap) || (s.kind.is_none() && s.ldap.is_some()) {
+        return resolve_ldap_source(s, base_dir);
+    }
+    if s.ldap.is_some() {
+        return Err(ConfigError::at(
+            "source.ldap",
+            "is only used with source.type = \"ldap\"",
+        ));
+    }
+    let Some(users) = &s.users else {
+        return Err(ConfigError::at(
+            "source.users",
+            "missing: the people file (or set type = \"ldap\" and a [source.ldap] table)",
+        ));
+    };
+    let users = base_dir.join(users);
     let kind = match s.kind {
         Some(k) => k,
         None => match users.extension().and_then(|e| e.to_str()) {
@@ -574,7 +596,7 @@ fn resolve_source(s: &SourceConfig, base_dir: &Path) -> Result<SourceSettings, C
             _ => {
                 return Err(ConfigError::at(
                     "source.type",
-                    "cannot tell the format from the file name: set `csv` or `json`",
+                    "cannot tell the format from the file name: set `csv`, `json` or `ldap`",
                 ));
             }
         },
@@ -619,6 +641,38 @@ fn resolve_source(s: &SourceConfig, base_dir: &Path) -> Result<SourceSettings, C
         delimiter,
         list_separator: s.list_separator.clone(),
         columns: s.columns.clone(),
+        ldap: None,
+    })
+}
+
+fn resolve_ldap_source(s: &SourceConfig, base_dir: &Path) -> Result<SourceSettings, ConfigError> {
+    let Some(l) = &s.ldap else {
+        return Err(ConfigError::at(
+            "source.ldap",
+            "missing: source.type = \"ldap\" needs a [source.ldap] table (url, user_base, ...)",
+        ));
+    };
+    for (present, key) in [
+        (s.users.is_some(), "source.users"),
+        (s.groups.is_some(), "source.groups"),
+        (!s.columns.is_empty(), "source.columns"),
+    ] {
+        if present {
+            return Err(ConfigError::at(
+                key,
+                "is for csv/json sources; an LDAP source maps attributes in [source.ldap.attributes]",
+            ));
+        }
+    }
+    let ldap = crate::source::ldap::config::resolve(l, base_dir)?;
+    Ok(SourceSettings {
+        kind: SourceKind::Ldap,
+        users: PathBuf::from(&ldap.url),
+        groups: None,
+        delimiter: b',',
+        list_separator: s.list_separator.clone(),
+        columns: BTreeMap::new(),
+        ldap: Some(ldap),
     })
 }
 

@@ -1,4 +1,5 @@
-//! Source loaders: CSV and JSON directory exports → [`Snapshot`].
+//! Source loaders: CSV and JSON directory exports, and LDAP / Active
+//! Directory (`ldap`) → [`Snapshot`].
 //!
 //! A loader never aborts a run for one bad record: it rejects the record with
 //! its file, line and reason and goes on. It fails as a whole (exit 2) only
@@ -8,6 +9,7 @@
 
 mod csv;
 mod json;
+pub mod ldap;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -41,6 +43,14 @@ pub enum SourceError {
         /// What is wrong (with a line when known).
         message: String,
     },
+    /// The LDAP server could not be used (down, bind refused, search failed).
+    #[error("LDAP source {url}: {message}")]
+    Ldap {
+        /// The server URL (never credentials).
+        url: String,
+        /// What went wrong, with the likely cause.
+        message: String,
+    },
 }
 
 /// Load the configured source.
@@ -59,6 +69,15 @@ pub fn load(settings: &SourceSettings) -> Result<Snapshot, SourceError> {
                 json::load(groups, settings, &mut builder, false)?;
             }
         }
+        SourceKind::Ldap => match &settings.ldap {
+            Some(l) => ldap::load(l, &mut builder)?,
+            None => {
+                return Err(SourceError::Format {
+                    path: settings.users.clone(),
+                    message: "source.type is ldap but there is no [source.ldap] table".into(),
+                });
+            }
+        },
     }
     Ok(builder.finish())
 }

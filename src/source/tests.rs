@@ -27,6 +27,7 @@ fn settings(kind: SourceKind, users: PathBuf, groups: Option<PathBuf>) -> Source
         delimiter: b',',
         list_separator: ";".into(),
         columns: BTreeMap::new(),
+        ldap: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn valid_users(dir: &tempfile::TempDir, kind: SourceKind) -> PathBuf {
             std::fs::write(&p, r#"[{"id": "1"}, {"id": "2"}, {"id": "3"}]"#).unwrap();
             p
         }
+        SourceKind::Ldap => unreachable!("file tests only"),
     }
 }
 
