@@ -6,6 +6,7 @@
 
 mod check;
 mod demo;
+mod html;
 mod output;
 mod pipeline;
 mod report;
@@ -211,7 +212,7 @@ async fn schedule(
     let mut failures: u32 = 0;
     loop {
         let result = match load_settings(config) {
-            Ok(settings) => sync_command(&settings, printer, opts, "sync", cancel.clone()).await,
+            Ok(settings) => sync_then_retain(&settings, printer, opts, cancel.clone()).await,
             Err(e) => Err(e),
         };
         let last = match result {
@@ -260,6 +261,18 @@ async fn schedule(
             () = cancel.cancelled() => return Ok(last),
         }
     }
+}
+
+/// One sync, then `[store] retention` (pruning never changes the run's exit status).
+async fn sync_then_retain(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<ExitStatus, CliError> {
+    let status = sync_command(settings, printer, opts, "sync", cancel).await?;
+    report::apply_retention(settings, printer);
+    Ok(status)
 }
 
 /// SIGINT or SIGTERM: stop dispatching, let requests in flight finish, record
@@ -334,7 +347,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
             match every {
                 None => {
                     let settings = load_settings(&cli.config)?;
-                    sync_command(&settings, &printer, opts, "sync", cancel).await
+                    sync_then_retain(&settings, &printer, opts, cancel).await
                 }
                 Some(interval) => schedule(&cli.config, &printer, opts, interval, cancel).await,
             }

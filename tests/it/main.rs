@@ -17,6 +17,7 @@ mod hostile;
 mod matrix;
 mod plan;
 mod report;
+mod report_views;
 mod resilience;
 mod schedule;
 mod secrets;
