@@ -303,9 +303,9 @@ pub fn html(config: &Path, a: HtmlArgs, printer: &Printer) -> Result<ExitStatus,
     }
     w.write_all(b"</div>\n")?;
 
-    write!(
+    writeln!(
         w,
-        "<h2>Runs over time</h2><div class=\"wrap\">{}</div>\n",
+        "<h2>Runs over time</h2><div class=\"wrap\">{}</div>",
         chart(&runs)
     )?;
 

@@ -7,6 +7,8 @@
 mod check;
 mod demo;
 mod html;
+mod import;
+mod links;
 mod output;
 mod pipeline;
 mod report;
@@ -97,6 +99,12 @@ pub enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// First steps: sync the example directory into an in-process sandbox.
     Demo(demo::DemoArgs),
+    // --- links and import (issue 4) ---
+    /// List, search, show, unlink and relink source <-> target account links.
+    Links(links::LinksArgs),
+    /// Read the whole target and link the accounts that match the source;
+    /// list the ones that do not. Sends no write.
+    Import(import::ImportArgs),
 }
 
 /// `plan` options.
@@ -355,5 +363,10 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Report(args) => report::report(&cli.config, args, &printer),
         Command::Sandbox(args) => sandbox::sandbox(args, &printer).await,
         Command::Demo(args) => demo::demo(args, &printer).await,
+        Command::Links(args) => links::links(&cli.config, args, &printer).await,
+        Command::Import(args) => {
+            let settings = load_settings(&cli.config)?;
+            import::import(&settings, args, &printer).await
+        }
     }
 }

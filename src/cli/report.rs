@@ -63,16 +63,16 @@ pub enum View {
         format: ReportFormat,
     },
     /// One run: its times, duration, status and counts, then its outcomes.
-    Show(ShowArgs),
+    Show(Box<ShowArgs>),
     /// Everything that ever happened to one person (source id, userName or
     /// email), newest first, across runs and targets.
-    User(UserArgs),
+    User(Box<UserArgs>),
     /// Failed outcomes grouped by reason, largest group first.
-    Failures(FailuresArgs),
+    Failures(Box<FailuresArgs>),
     /// Delete runs (and their outcome rows) older than a span.
-    Prune(PruneArgs),
+    Prune(Box<PruneArgs>),
     /// Write a self-contained HTML report (chart, outcomes, failures, searchable table).
-    Html(super::html::HtmlArgs),
+    Html(Box<super::html::HtmlArgs>),
 }
 
 /// `--db` for the report views.
@@ -234,13 +234,13 @@ fn when(s: Option<&str>, now: i64) -> Result<Option<i64>, CliError> {
 /// Run `report`.
 pub fn report(config: &Path, args: ReportArgs, printer: &Printer) -> Result<ExitStatus, CliError> {
     match args.view {
-        Some(View::Show(a)) => return show(&open_existing(config, a.db.db.clone())?, a, printer),
-        Some(View::User(a)) => return user(&open_existing(config, a.db.db.clone())?, a, printer),
+        Some(View::Show(a)) => return show(&open_existing(config, a.db.db.clone())?, *a, printer),
+        Some(View::User(a)) => return user(&open_existing(config, a.db.db.clone())?, *a, printer),
         Some(View::Failures(a)) => {
-            return failures(&open_existing(config, a.db.db.clone())?, a, printer);
+            return failures(&open_existing(config, a.db.db.clone())?, *a, printer);
         }
-        Some(View::Prune(a)) => return prune_command(config, a, printer),
-        Some(View::Html(a)) => return super::html::html(config, a, printer),
+        Some(View::Prune(a)) => return prune_command(config, *a, printer),
+        Some(View::Html(a)) => return super::html::html(config, *a, printer),
         _ => {}
     }
     let store = open_existing(config, args.db.clone())?;
@@ -585,7 +585,7 @@ pub(super) fn apply_retention(settings: &crate::config::Settings, printer: &Prin
 fn span_text(d: std::time::Duration) -> String {
     let s = d.as_secs();
     for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s >= n && s % n == 0 {
+        if s >= n && s.is_multiple_of(n) {
             return format!("{}{unit}", s / n);
         }
     }

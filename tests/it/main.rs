@@ -14,6 +14,8 @@ mod faults;
 mod fuzz;
 mod guard;
 mod hostile;
+mod import;
+mod links;
 mod matrix;
 mod plan;
 mod report;
