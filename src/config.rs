@@ -317,12 +317,16 @@ pub struct StoreConfig {
     /// SQLite file (created with owner-only permissions).
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Keep runs and their report rows this long (`90d`); pruned after each sync.
+    #[serde(default)]
+    pub retention: Option<String>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            retention: None,
         }
     }
 }
@@ -356,6 +360,8 @@ pub struct Settings {
     pub policy: Policy,
     /// SQLite store path.
     pub store_path: PathBuf,
+    /// Report retention (`[store] retention`), applied after each sync.
+    pub retention: Option<Duration>,
     /// Mass-deprovisioning guard thresholds.
     pub guard: crate::plan::guard::Limits,
 }
@@ -515,6 +521,19 @@ impl Settings {
             },
             policy,
             store_path: base_dir.join(&config.store.path),
+            retention: match config.store.retention.as_deref() {
+                None => None,
+                Some(r) => match parse_duration(r) {
+                    Ok(d) if !d.is_zero() => Some(d),
+                    Ok(_) => {
+                        return Err(ConfigError::at(
+                            "store.retention",
+                            "must be above zero (leave it out to keep every run)",
+                        ));
+                    }
+                    Err(m) => return Err(ConfigError::at("store.retention", m)),
+                },
+            },
             guard: resolve_guard(&config.guard)?,
             profile,
         })
@@ -980,5 +999,23 @@ api_key_env = "SCIMSYNC_API_KEY"
         assert!(parse_duration("h").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn store_retention_is_parsed_and_checked() {
+        let path = Path::new("/etc/scimsync/scimsync.toml");
+        let s = Settings::from_toml(MINIMAL, path).unwrap();
+        assert_eq!(s.retention, None);
+        let s = Settings::from_toml(&format!("{MINIMAL}\n[store]\nretention = \"90d\"\n"), path)
+            .unwrap();
+        assert_eq!(s.retention, Some(Duration::from_secs(90 * 86_400)));
+        for bad in ["0d", "ninety days"] {
+            let e = Settings::from_toml(
+                &format!("{MINIMAL}\n[store]\nretention = \"{bad}\"\n"),
+                path,
+            )
+            .unwrap_err();
+            assert!(e.to_string().contains("store.retention"), "{bad}: {e}");
+        }
     }
 }

@@ -6,6 +6,9 @@
 
 mod check;
 mod demo;
+mod html;
+mod import;
+mod links;
 mod output;
 mod pipeline;
 mod report;
@@ -96,6 +99,12 @@ pub enum Command {
     Sandbox(sandbox::SandboxArgs),
     /// First steps: sync the example directory into an in-process sandbox.
     Demo(demo::DemoArgs),
+    // --- links and import (issue 4) ---
+    /// List, search, show, unlink and relink source <-> target account links.
+    Links(links::LinksArgs),
+    /// Read the whole target and link the accounts that match the source;
+    /// list the ones that do not. Sends no write.
+    Import(import::ImportArgs),
 }
 
 /// `plan` options.
@@ -211,7 +220,7 @@ async fn schedule(
     let mut failures: u32 = 0;
     loop {
         let result = match load_settings(config) {
-            Ok(settings) => sync_command(&settings, printer, opts, "sync", cancel.clone()).await,
+            Ok(settings) => sync_then_retain(&settings, printer, opts, cancel.clone()).await,
             Err(e) => Err(e),
         };
         let last = match result {
@@ -260,6 +269,18 @@ async fn schedule(
             () = cancel.cancelled() => return Ok(last),
         }
     }
+}
+
+/// One sync, then `[store] retention` (pruning never changes the run's exit status).
+async fn sync_then_retain(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<ExitStatus, CliError> {
+    let status = sync_command(settings, printer, opts, "sync", cancel).await?;
+    report::apply_retention(settings, printer);
+    Ok(status)
 }
 
 /// SIGINT or SIGTERM: stop dispatching, let requests in flight finish, record
@@ -334,7 +355,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
             match every {
                 None => {
                     let settings = load_settings(&cli.config)?;
-                    sync_command(&settings, &printer, opts, "sync", cancel).await
+                    sync_then_retain(&settings, &printer, opts, cancel).await
                 }
                 Some(interval) => schedule(&cli.config, &printer, opts, interval, cancel).await,
             }
@@ -342,5 +363,10 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         Command::Report(args) => report::report(&cli.config, args, &printer),
         Command::Sandbox(args) => sandbox::sandbox(args, &printer).await,
         Command::Demo(args) => demo::demo(args, &printer).await,
+        Command::Links(args) => links::links(&cli.config, args, &printer).await,
+        Command::Import(args) => {
+            let settings = load_settings(&cli.config)?;
+            import::import(&settings, args, &printer).await
+        }
     }
 }

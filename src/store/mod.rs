@@ -8,6 +8,7 @@
 //! connection and commits outcome rows and link updates in batches, one action
 //! per message so an action's outcome and its link change land together.
 
+pub mod links;
 pub mod lock;
 mod recorder;
 pub mod report;
