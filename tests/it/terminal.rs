@@ -61,6 +61,7 @@ async fn the_man_page_is_roff_and_renders() {
             let stderr = String::from_utf8_lossy(&r.stderr);
             assert!(!stderr.contains("warning"), "man warned: {stderr}");
         }
+        #[allow(clippy::print_stderr)]
         other => eprintln!("man -l not available here, roff markers checked only: {other:?}"),
     }
 }
