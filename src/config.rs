@@ -97,7 +97,32 @@ pub struct Config {
     /// Mass-deprovisioning thresholds.
     #[serde(default)]
     pub guard: GuardConfig,
+    /// The Prometheus metrics file written after each run.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// What the plan flags as risky for reviewers.
+    #[serde(default)]
+    pub review: ReviewConfig,
 }
+
+/// `[metrics]`: a Prometheus text-format file written (atomically) after each run.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to write it (e.g. node_exporter's textfile directory); none: not written.
+    pub file: Option<PathBuf>,
+}
+
+/// `[review]`: what the plan flags as risky.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    /// Member removals from one group at or above this count are flagged (default 10).
+    pub large_member_removal: Option<usize>,
+}
+
+/// Default of `[review] large_member_removal`.
+pub const DEFAULT_LARGE_MEMBER_REMOVAL: usize = 10;
 
 /// `[guard]`: thresholds of the mass-deprovisioning guard (see `plan::guard`).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -364,6 +389,10 @@ pub struct Settings {
     pub retention: Option<Duration>,
     /// Mass-deprovisioning guard thresholds.
     pub guard: crate::plan::guard::Limits,
+    /// `[metrics] file`, resolved against the config's directory.
+    pub metrics_file: Option<PathBuf>,
+    /// `[review] large_member_removal`.
+    pub large_member_removal: usize,
 }
 
 /// Resolved `[source]`.
@@ -535,6 +564,17 @@ impl Settings {
                 },
             },
             guard: resolve_guard(&config.guard)?,
+            metrics_file: config.metrics.file.as_ref().map(|f| base_dir.join(f)),
+            large_member_removal: match config.review.large_member_removal {
+                Some(0) => {
+                    return Err(ConfigError::at(
+                        "review.large_member_removal",
+                        "must be at least 1",
+                    ));
+                }
+                Some(n) => n,
+                None => DEFAULT_LARGE_MEMBER_REMOVAL,
+            },
             profile,
         })
     }

@@ -16,7 +16,7 @@
 //! | plan | [`plan`] | the pure diff engine → [`plan::Plan`] of [`plan::Action`]s; text/JSON rendering |
 //! | push | [`push`] | SCIM client (reqwest), pacing (governor + shared not-before gate), retries, phase executor |
 //! | store | [`store`] | SQLite: links, state last pushed, runs, the provisioning report |
-//! | CLI | [`cli`] | `check`, `plan`, `sync`, `report`, `sandbox`, `demo` |
+//! | CLI | [`cli`] | `check`, `plan`, `sync`, `apply`, `report`, `sandbox`, `demo`, `completions`, `man` |
 //!
 //! [`scim`] holds the SCIM wire format; [`sandbox`] is an Atlassian-faithful
 //! SCIM server used by the tests and by `scimsync sandbox`.

@@ -9,17 +9,19 @@ mod demo;
 mod html;
 mod import;
 mod links;
+pub mod metrics;
 mod output;
 mod pipeline;
 mod report;
 mod sandbox;
+pub mod schedule;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use output::Printer;
-pub use pipeline::{PlanOptions, plan_command, sync_command};
+pub use pipeline::{PlanOptions, apply_command, plan_command, plan_command_to, sync_command};
 
 use crate::config::{ConfigError, Settings};
 use crate::exit::ExitStatus;
@@ -93,6 +95,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Compute the plan and apply it.
     Sync(SyncArgs),
+    /// Apply a plan saved with `plan --out`, exactly, if the source and the
+    /// target have not changed since.
+    Apply(ApplyArgs),
     /// Query the provisioning report.
     Report(report::ReportArgs),
     /// Run the built-in Atlassian-like SCIM test server on 127.0.0.1.
@@ -105,6 +110,35 @@ pub enum Command {
     /// Read the whole target and link the accounts that match the source;
     /// list the ones that do not. Sends no write.
     Import(import::ImportArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `scimsync man > scimsync.1`.
+    Man,
+}
+
+/// `completions` options.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `apply` options.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The plan file written by `plan --out`.
+    pub plan: PathBuf,
+    /// Approve destructive actions the guard holds in this plan (not needed
+    /// when the plan was made with `plan --allow-deprovision`).
+    #[arg(long)]
+    pub allow_deprovision: bool,
+    /// Output format of the plan and the run summary.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Write Prometheus metrics of the run to this file (overrides `[metrics] file`).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `plan` options.
@@ -123,6 +157,10 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Also save the plan, with fingerprints of the source and the target
+    /// state, for `scimsync apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `sync` options.
@@ -138,11 +176,19 @@ pub struct SyncArgs {
     /// Keep running: one sync every DURATION (`30m`, `1h`), with a small
     /// jitter, until SIGTERM/SIGINT. A failed run does not stop the schedule;
     /// repeated failures space the runs out (up to 8 intervals).
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", conflicts_with = "cron")]
     pub every: Option<String>,
+    /// Keep running: one sync at each occurrence of a cron expression
+    /// (`"*/30 * * * *"`: minute hour day-of-month month day-of-week, in the
+    /// local time zone), same rules as `--every`.
+    #[arg(long, value_name = "EXPR")]
+    pub cron: Option<String>,
     /// Output format of the plan and the run summary.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Write Prometheus metrics of each run to this file (overrides `[metrics] file`).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// Anything that stops a command from running (exit 2).
@@ -207,72 +253,8 @@ pub fn init_logging(verbose: u8, quiet: bool, format: LogFormat) {
     };
 }
 
-/// `sync --every`: one run per tick until a stop signal. The config is read
-/// again at every tick, so an edit takes effect at the next run; a run that
-/// cannot even start (bad config, unreachable target) is logged and retried.
-async fn schedule(
-    config: &std::path::Path,
-    printer: &Printer,
-    opts: PlanOptions,
-    interval: std::time::Duration,
-    cancel: tokio_util::sync::CancellationToken,
-) -> Result<ExitStatus, CliError> {
-    let mut failures: u32 = 0;
-    loop {
-        let result = match load_settings(config) {
-            Ok(settings) => sync_then_retain(&settings, printer, opts, cancel.clone()).await,
-            Err(e) => Err(e),
-        };
-        let last = match result {
-            Ok(status) => status,
-            Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                return Err(CliError::Io(e));
-            }
-            Err(e) => {
-                printer.warn(&format!("error: {e}"));
-                ExitStatus::Error
-            }
-        };
-        if cancel.is_cancelled() {
-            return Ok(last);
-        }
-        failures = if last == ExitStatus::Success {
-            0
-        } else {
-            failures + 1
-        };
-        // Back off after repeated failures: 1, 2, 4, then 8 intervals.
-        let factor = 1u32 << failures.saturating_sub(1).min(3);
-        let base = interval.saturating_mul(factor);
-        // Up to 5 % jitter (at most 30 s), so many jobs do not hit the target in step.
-        let jitter_cap = (base.as_millis() as u64 / 20).min(30_000);
-        let jitter = std::time::Duration::from_millis(if jitter_cap == 0 {
-            0
-        } else {
-            u64::from(std::process::id())
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(crate::store::now_ms() as u64)
-                % jitter_cap
-        });
-        let wait = base + jitter;
-        printer.info(&format!(
-            "next sync in {}s{}",
-            wait.as_secs(),
-            if failures > 0 {
-                format!(" ({failures} failed runs in a row)")
-            } else {
-                String::new()
-            }
-        ));
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = cancel.cancelled() => return Ok(last),
-        }
-    }
-}
-
 /// One sync, then `[store] retention` (pruning never changes the run's exit status).
-async fn sync_then_retain(
+pub(crate) async fn sync_then_retain(
     settings: &Settings,
     printer: &Printer,
     opts: PlanOptions,
@@ -314,7 +296,8 @@ async fn stop_on_signal(cancel: tokio_util::sync::CancellationToken, printer: Pr
 
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
-    let printer = Printer::new(cli.color, cli.quiet);
+    let printer =
+        Printer::new(cli.color, cli.quiet).with_progress(cli.log_format == LogFormat::Json);
     match cli.command {
         Command::Check => {
             let settings = load_settings(&cli.config)?;
@@ -322,7 +305,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
         }
         Command::Plan(args) => {
             let settings = load_settings(&cli.config)?;
-            plan_command(
+            plan_command_to(
                 &settings,
                 &printer,
                 PlanOptions {
@@ -331,6 +314,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
                     check: args.check,
                     allow_deprovision: args.allow_deprovision,
                 },
+                args.out.as_deref(),
             )
             .await
         }
@@ -344,6 +328,12 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
             if every.is_some_and(|d| d.is_zero()) {
                 return Err(CliError::msg("--every: the interval must be above zero"));
             }
+            let cron = args
+                .cron
+                .as_deref()
+                .map(schedule::parse_cron)
+                .transpose()
+                .map_err(|m| CliError::msg(format!("--cron: {m}")))?;
             let cancel = tokio_util::sync::CancellationToken::new();
             tokio::spawn(stop_on_signal(cancel.clone(), printer.clone()));
             let opts = PlanOptions {
@@ -352,13 +342,44 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
                 check: false,
                 allow_deprovision: args.allow_deprovision,
             };
-            match every {
+            let plan = every.map(schedule::Schedule::Every).or(cron);
+            match plan {
                 None => {
-                    let settings = load_settings(&cli.config)?;
+                    let mut settings = load_settings(&cli.config)?;
+                    if args.metrics_file.is_some() {
+                        settings.metrics_file = args.metrics_file;
+                    }
                     sync_then_retain(&settings, &printer, opts, cancel).await
                 }
-                Some(interval) => schedule(&cli.config, &printer, opts, interval, cancel).await,
+                Some(plan) => {
+                    schedule::run_scheduled(
+                        &cli.config,
+                        args.metrics_file,
+                        &printer,
+                        opts,
+                        plan,
+                        cancel,
+                    )
+                    .await
+                }
             }
+        }
+        Command::Apply(args) => {
+            let mut settings = load_settings(&cli.config)?;
+            if args.metrics_file.is_some() {
+                settings.metrics_file = args.metrics_file;
+            }
+            let cancel = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(stop_on_signal(cancel.clone(), printer.clone()));
+            apply_command(
+                &settings,
+                &printer,
+                &args.plan,
+                args.allow_deprovision,
+                args.format,
+                cancel,
+            )
+            .await
         }
         Command::Report(args) => report::report(&cli.config, args, &printer),
         Command::Sandbox(args) => sandbox::sandbox(args, &printer).await,
@@ -368,5 +389,54 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
             let settings = load_settings(&cli.config)?;
             import::import(&settings, args, &printer).await
         }
+        Command::Completions(args) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(args.shell, &mut cmd, "scimsync", &mut buf);
+            printer.out(&String::from_utf8_lossy(&buf))?;
+            Ok(ExitStatus::Success)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            printer.out(&man_page(cmd)?)?;
+            Ok(ExitStatus::Success)
+        }
+    }
+}
+
+/// The man page: `scimsync(1)` with every subcommand's options in its own
+/// section (from the clap definitions).
+fn man_page(cmd: clap::Command) -> Result<String, CliError> {
+    let mut buf = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    man.render_options_section(&mut buf)?;
+    man.render_subcommands_section(&mut buf)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name();
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        buf.extend_from_slice(format!(".SH \"SCIMSYNC {}\"\n", name.to_uppercase()).as_bytes());
+        buf.extend_from_slice(format!("{}\n.PP\n", roff_escape(&about)).as_bytes());
+        let sub_man = clap_mangen::Man::new(sub.clone().bin_name(format!("scimsync {name}")));
+        let mut part = Vec::new();
+        sub_man.render_synopsis_section(&mut part)?;
+        sub_man.render_options_section(&mut part)?;
+        // Demote the sub-page's section headings to subsections.
+        let text = String::from_utf8_lossy(&part).replace(".SH ", ".SS ");
+        buf.extend_from_slice(text.as_bytes());
+    }
+    man.render_version_section(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+fn roff_escape(s: &str) -> String {
+    let s = s.replace('\\', "\\e");
+    if s.starts_with('.') || s.starts_with('\'') {
+        format!("\\&{s}")
+    } else {
+        s
     }
 }

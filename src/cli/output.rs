@@ -11,6 +11,8 @@ pub struct Printer {
     pub color: bool,
     /// Suppress informational stderr lines.
     pub quiet: bool,
+    /// Draw progress bars on stderr (a terminal, not `--quiet`, text logs).
+    pub progress: bool,
 }
 
 impl Printer {
@@ -24,7 +26,39 @@ impl Printer {
                     && std::io::stdout().is_terminal()
             }
         };
-        Printer { color, quiet }
+        Printer {
+            color,
+            quiet,
+            progress: false,
+        }
+    }
+
+    /// Progress bars on stderr when it is a terminal, unless `--quiet` or JSON logs.
+    pub fn with_progress(mut self, json_logs: bool) -> Printer {
+        self.progress = !self.quiet && !json_logs && std::io::stderr().is_terminal();
+        self
+    }
+
+    /// A progress bar on stderr (hidden when progress is off). Its length is
+    /// set by the caller as it learns it.
+    pub fn bar(&self, what: &str) -> indicatif::ProgressBar {
+        if !self.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        let template = if self.color {
+            "{msg:>15} [{bar:30.cyan/blue}] {pos}/{len} ({elapsed})"
+        } else {
+            "{msg:>15} [{bar:30}] {pos}/{len} ({elapsed})"
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(what.to_owned());
+        bar
     }
 
     /// A printer without colour (tests, the demo's embedded runs).
@@ -32,6 +66,7 @@ impl Printer {
         Printer {
             color: false,
             quiet: false,
+            progress: false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! scope → know the target (stored state, or a full read) → compute the plan →
 //! (sync only) apply it → record the run.
 
+use std::path::Path;
 use std::time::Instant;
 
 use serde_json::json;
@@ -15,7 +16,8 @@ use crate::exit::ExitStatus;
 use crate::mapping;
 use crate::model::RecordKind;
 use crate::plan::render::{Style, render_human, render_json, summary_line};
-use crate::plan::{self, Plan, guard};
+use crate::plan::saved::{self as saved_plan, Basis, Fingerprints, SavedPlan};
+use crate::plan::{self, Plan, guard, risk};
 use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
 use crate::push::{self, Context};
 use crate::source;
@@ -50,6 +52,10 @@ pub struct Prepared {
     pub target_mode: String,
     /// Header lines for the plan output.
     pub header: Vec<String>,
+    /// Where the target state came from.
+    pub basis: Basis,
+    /// What the plan was computed from (for saved plans).
+    pub fingerprints: Fingerprints,
 }
 
 /// Explain a failed request in one line, with the likely cause.
@@ -94,6 +100,37 @@ pub async fn prepare(
     opts: PlanOptions,
     dry_run: bool,
 ) -> Result<Prepared, CliError> {
+    prepare_with(settings, printer, opts, dry_run, None).await
+}
+
+/// The source files' fingerprint: read before the loader reads them, so a
+/// file that changes in between makes `apply` refuse rather than trust it.
+fn source_fingerprint(settings: &Settings) -> String {
+    let mut files = vec![settings.source.users.clone()];
+    files.extend(settings.source.groups.clone());
+    let contents: Vec<(String, Option<Vec<u8>>)> = files
+        .iter()
+        .map(|p| {
+            (
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                std::fs::read(p).ok(),
+            )
+        })
+        .collect();
+    saved_plan::files_fingerprint(&contents)
+}
+
+/// [`prepare`], with the target's basis forced (`apply` recomputes from the
+/// basis its saved plan used).
+pub async fn prepare_with(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+    dry_run: bool,
+    force: Option<Basis>,
+) -> Result<Prepared, CliError> {
     let key = settings.key_source.read().map_err(err)?;
     let store = if dry_run && !settings.store_path.exists() {
         Store::memory().map_err(err)?
@@ -116,6 +153,7 @@ pub async fn prepare(
     }
 
     let started = Instant::now();
+    let source_fp = source_fingerprint(settings);
     let snapshot = source::load(&settings.source).map_err(err)?;
     let desired = mapping::desired_state(&snapshot, &settings.mapping, &settings.groups);
     tracing::info!(
@@ -135,7 +173,11 @@ pub async fn prepare(
     .map_err(CliError::msg)?;
     let last = store.last_reconcile(app).map_err(err)?;
     let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
-    let reason = if opts.reconcile {
+    let reason = if force == Some(Basis::FullRead) {
+        Some("the saved plan was computed from a full read")
+    } else if force == Some(Basis::Stored) {
+        None
+    } else if opts.reconcile {
         Some("--reconcile")
     } else if last.is_none() {
         Some("first run for this target")
@@ -148,8 +190,11 @@ pub async fn prepare(
         Some(reason) => {
             printer.info(&format!("Reading the whole target ({reason})..."));
             let page = settings.limits.page_size;
+            let bar = printer.bar("reading users");
             let users = client
                 .list_all("Users", page, |n, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(n as u64);
                     tracing::debug!(n, total, "users read")
                 })
                 .await
@@ -159,8 +204,12 @@ pub async fn prepare(
                         diagnose(settings, &f)
                     ))
                 })?;
+            bar.finish_and_clear();
+            let bar = printer.bar("reading groups");
             let groups = client
                 .list_all("Groups", page, |n, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(n as u64);
                     tracing::debug!(n, total, "groups read")
                 })
                 .await
@@ -170,6 +219,7 @@ pub async fn prepare(
                         diagnose(settings, &f)
                     ))
                 })?;
+            bar.finish_and_clear();
             let rules = MatchRules {
                 user_name_ci: settings.profile.api.user_name_case_insensitive,
                 group_name_ci: settings.profile.api.group_name_case_insensitive,
@@ -216,6 +266,19 @@ pub async fn prepare(
     if !opts.allow_deprovision {
         plan.guard = guard::evaluate(&plan, &actual, snapshot.users.len(), &settings.guard).reasons;
     }
+    plan.risks = risk::assess(&plan, settings.large_member_removal);
+    let fingerprints = Fingerprints {
+        source: source_fp,
+        target: saved_plan::fingerprint(&actual),
+        config: saved_plan::fingerprint(&json!({
+            "app": settings.app,
+            "base_url": settings.base_url,
+            "policy": settings.policy,
+            "guard": settings.guard,
+            "managed_paths": desired.managed_paths,
+            "large_member_removal": settings.large_member_removal,
+        })),
+    };
     let invalid = desired.rejects.len();
     let header = vec![
         format!(
@@ -234,6 +297,11 @@ pub async fn prepare(
             settings.app, settings.base_url, target_mode
         ),
     ];
+    let basis = if reconciled.is_some() {
+        Basis::FullRead
+    } else {
+        Basis::Stored
+    };
     Ok(Prepared {
         plan,
         store,
@@ -241,6 +309,8 @@ pub async fn prepare(
         reconciled,
         target_mode,
         header,
+        basis,
+        fingerprints,
     })
 }
 
@@ -271,6 +341,16 @@ pub async fn plan_command(
     printer: &Printer,
     opts: PlanOptions,
 ) -> Result<ExitStatus, CliError> {
+    plan_command_to(settings, printer, opts, None).await
+}
+
+/// `scimsync plan [--out FILE]`: with a file, the plan is also saved for `apply`.
+pub async fn plan_command_to(
+    settings: &Settings,
+    printer: &Printer,
+    opts: PlanOptions,
+    out: Option<&Path>,
+) -> Result<ExitStatus, CliError> {
     let prepared = prepare(settings, printer, opts, true).await?;
     let writes = prepared
         .client
@@ -293,6 +373,25 @@ pub async fn plan_command(
                 serde_json::to_string_pretty(&doc).expect("serializable")
             ))?;
         }
+    }
+    if let Some(path) = out {
+        let saved = SavedPlan::new(
+            jiff::Timestamp::now().to_string(),
+            settings.app.clone(),
+            settings.base_url.clone(),
+            prepared.basis,
+            opts.allow_deprovision,
+            prepared.fingerprints.clone(),
+            prepared.plan.clone(),
+        );
+        super::metrics::write_atomic(path, saved.to_text().as_bytes()).map_err(|e| {
+            CliError::msg(format!("cannot write the plan to {}: {e}", path.display()))
+        })?;
+        printer.info(&format!(
+            "Saved this plan to {}. Apply exactly this plan with `scimsync apply {}`; it is refused if the source or the target changes first.",
+            path.display(),
+            path.display()
+        ));
     }
     Ok(if opts.check && prepared.plan.has_changes() {
         ExitStatus::Failure
@@ -346,6 +445,104 @@ pub async fn sync_command(
     let started = Instant::now();
     let _lock = RunLock::acquire(&settings.store_path).map_err(CliError::msg)?;
     let prepared = prepare(settings, printer, opts, false).await?;
+    execute(
+        settings,
+        printer,
+        opts.format,
+        command,
+        cancel,
+        prepared,
+        started,
+    )
+    .await
+}
+
+/// `scimsync apply FILE`: check that the saved plan still holds (same source,
+/// same target state, same config, same plan when recomputed), then apply
+/// exactly its actions. Refuses with exit 2 otherwise.
+pub async fn apply_command(
+    settings: &Settings,
+    printer: &Printer,
+    file: &Path,
+    allow_deprovision: bool,
+    format: Format,
+    cancel: CancellationToken,
+) -> Result<ExitStatus, CliError> {
+    let started = Instant::now();
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::msg(format!("cannot read the plan {}: {e}", file.display())))?;
+    let saved = SavedPlan::parse(&text)
+        .map_err(|e| CliError::msg(format!("plan {}: {e}", file.display())))?;
+    if saved.app != settings.app || saved.base_url != settings.base_url {
+        return Err(CliError::msg(format!(
+            "plan {}: it was made for target `{}` ({}), but the config names `{}` ({}): use the config the plan was made with",
+            file.display(),
+            saved.app,
+            saved.base_url,
+            settings.app,
+            settings.base_url
+        )));
+    }
+    let _lock = RunLock::acquire(&settings.store_path).map_err(CliError::msg)?;
+    let opts = PlanOptions {
+        reconcile: saved.basis == Basis::FullRead,
+        format,
+        check: false,
+        allow_deprovision: saved.allow_deprovision,
+    };
+    let mut prepared = prepare_with(settings, printer, opts, false, Some(saved.basis)).await?;
+    let refuse = |what: &str| {
+        Err(CliError::msg(format!(
+            "plan {}: {what} since the plan was made ({}): re-run `scimsync plan --out {}`, review it, and apply the new plan",
+            file.display(),
+            saved.created_at,
+            file.display()
+        )))
+    };
+    if prepared.fingerprints.source != saved.fingerprints.source {
+        return refuse("the source changed");
+    }
+    if prepared.fingerprints.config != saved.fingerprints.config {
+        return refuse("the config changed");
+    }
+    if prepared.fingerprints.target != saved.fingerprints.target {
+        return refuse(match saved.basis {
+            Basis::FullRead => {
+                "the target changed (a full read differs from the one the plan was computed from)"
+            }
+            Basis::Stored => "the target state changed (another run updated the store)",
+        });
+    }
+    if prepared.plan.actions != saved.plan.actions || prepared.plan.guard != saved.plan.guard {
+        return refuse(
+            "the plan computed from the same source and target differs (the mapping or the connector profile changed)",
+        );
+    }
+    let mut plan = saved.plan;
+    if allow_deprovision {
+        plan.guard.clear();
+    }
+    prepared.plan = plan;
+    printer.info(&format!(
+        "The plan from {} still holds: same source, same target state, same config.",
+        file.display()
+    ));
+    execute(
+        settings, printer, format, "apply", cancel, prepared, started,
+    )
+    .await
+}
+
+/// Apply a prepared plan and record the run (the caller holds the run lock).
+async fn execute(
+    settings: &Settings,
+    printer: &Printer,
+    format: Format,
+    command: &str,
+    cancel: CancellationToken,
+    prepared: Prepared,
+    started: Instant,
+) -> Result<ExitStatus, CliError> {
     let Prepared {
         mut plan,
         store,
@@ -353,6 +550,7 @@ pub async fn sync_command(
         reconciled,
         header,
         target_mode,
+        ..
     } = prepared;
     let app = settings.app.as_str();
     let abandoned = store.close_abandoned_runs(app).map_err(err)?;
@@ -364,7 +562,7 @@ pub async fn sync_command(
     let run_id = store
         .begin_run(app, command, reconciled.is_some())
         .map_err(err)?;
-    if opts.format == Format::Text && !printer.quiet {
+    if format == Format::Text && !printer.quiet {
         printer.out(&render_human(
             &plan,
             &header,
@@ -431,10 +629,21 @@ pub async fn sync_command(
         ));
     }
     client.set_cancel(cancel.clone());
-    // Progress on stderr: every 10 % of a plan of 50 actions or more, and at
-    // most every 10 seconds on long runs.
+    // Progress on stderr: a bar on a terminal; otherwise (logs) a line every
+    // 10 % of a plan of 50 actions or more, and at most every 10 seconds.
+    let bar = if sends > 0 {
+        printer.bar("applying")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_length(plan.actions.len() as u64);
     let last_report = std::sync::Mutex::new(Instant::now());
     let progress_fn = |done: usize, total: usize| {
+        if !bar.is_hidden() {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            return;
+        }
         let step = (total / 10).max(1);
         let mut last = last_report.lock().expect("not poisoned");
         if total >= 50
@@ -475,6 +684,7 @@ pub async fn sync_command(
         recorder.send(records);
     }
     let applied = push::apply(&plan, &ctx).await;
+    bar.finish_and_clear();
     recorder.flush().await;
     let (store, write_result) = recorder.finish();
 
@@ -510,7 +720,27 @@ pub async fn sync_command(
     write_result.map_err(err)?;
 
     let elapsed = started.elapsed();
-    match opts.format {
+    if let Some(path) = &settings.metrics_file {
+        let run = super::metrics::RunMetrics {
+            app,
+            run_id: Some(run_id),
+            status,
+            duration: elapsed,
+            counts: &counts,
+            http: client.stats.statuses(),
+            transport_errors: client
+                .stats
+                .transport_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        if let Err(e) = super::metrics::write_for_run(path, &store, &run) {
+            printer.warn(&format!(
+                "warning: cannot write the metrics file {}: {e}",
+                path.display()
+            ));
+        }
+    }
+    match format {
         Format::Json => {
             let doc = json!({
                 "run_id": run_id,

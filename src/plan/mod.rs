@@ -20,6 +20,8 @@
 
 pub mod guard;
 pub mod render;
+pub mod risk;
+pub mod saved;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -440,6 +442,9 @@ pub struct Plan {
     /// (empty: it does not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guard: Vec<String>,
+    /// Actions a reviewer should look at twice ([`risk::assess`]; set by the caller).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risks: Vec<risk::Risk>,
 }
 
 impl Plan {
@@ -794,6 +799,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         summary,
         notes,
         guard: Vec::new(),
+        risks: Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use super::risk::RiskKind;
 use super::{Action, Change, LinkState, Plan};
 
 /// ANSI styling, or none.
@@ -74,6 +75,34 @@ fn change_lines(out: &mut String, style: Style, changes: &[Change]) {
     }
 }
 
+fn risk_words(kind: RiskKind) -> &'static str {
+    match kind {
+        RiskKind::EmailChange => "email change",
+        RiskKind::UserDelete => "user delete",
+        RiskKind::GroupDelete => "group delete",
+        RiskKind::LargeMemberRemoval => "large member removal",
+    }
+}
+
+/// `  [risk: ...]` after the line of a flagged user or group, or nothing.
+fn risk_marker(plan: &Plan, style: Style, resource: &str, subject: &str) -> String {
+    let mut kinds: Vec<RiskKind> = plan
+        .risks
+        .iter()
+        .filter(|r| r.resource == resource && r.subject == subject)
+        .map(|r| r.kind)
+        .collect();
+    kinds.dedup();
+    if kinds.is_empty() {
+        return String::new();
+    }
+    let words: Vec<&str> = kinds.into_iter().map(risk_words).collect();
+    format!(
+        "  {}",
+        style.paint("1;31", &format!("[risk: {}]", words.join(", ")))
+    )
+}
+
 /// Render a plan for a terminal or a log. `header` lines go first.
 pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
     let mut out = String::new();
@@ -123,7 +152,12 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                 let how = adopt
                     .map(|l| format!("  ({})", adopt_words(l)))
                     .unwrap_or_default();
-                let _ = writeln!(users, "  {} user  {user_name}{how}", style.sym('~'));
+                let _ = writeln!(
+                    users,
+                    "  {} user  {user_name}{how}{}",
+                    style.sym('~'),
+                    risk_marker(plan, style, "user", user_name)
+                );
                 change_lines(&mut users, style, changes);
             }
             Action::DisableUser { user_name, why, .. } => {
@@ -139,9 +173,10 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                 used[3] = true;
                 let _ = writeln!(
                     users,
-                    "  {} user  {user_name}  (delete: {})",
+                    "  {} user  {user_name}  (delete: {}){}",
                     style.sym('-'),
-                    why.describe()
+                    why.describe(),
+                    risk_marker(plan, style, "user", user_name)
                 );
             }
             _ => {}
@@ -229,13 +264,19 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
         out.push_str("scimsync will perform these actions:\n\n");
         out.push_str(&users);
         for ((name, _), g) in &groups {
+            let marker = risk_marker(plan, style, "group", name);
             match &g.head {
                 Some(h) => {
-                    let _ = writeln!(out, "{h}");
+                    // The marker goes on the group's own line, before any change lines.
+                    let (first, rest) = h.split_once('\n').unwrap_or((h, ""));
+                    let _ = writeln!(out, "{first}{marker}");
+                    if !rest.is_empty() {
+                        let _ = writeln!(out, "{rest}");
+                    }
                 }
                 None => {
                     used[1] = true;
-                    let _ = writeln!(out, "  {} group {name}", style.sym('~'));
+                    let _ = writeln!(out, "  {} group {name}{marker}", style.sym('~'));
                 }
             }
             for m in &g.adds {
@@ -272,6 +313,26 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                 out,
                 "  {} {} (id {}): {}",
                 c.resource, c.label, c.source_id, c.reason
+            );
+        }
+        out.push('\n');
+    }
+
+    if !plan.risks.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} {} actions to review before applying:",
+            style.paint("1;31", "Risks:"),
+            plan.risks.len()
+        );
+        for r in &plan.risks {
+            let _ = writeln!(
+                out,
+                "  - {} {} ({}): {}",
+                r.resource,
+                r.subject,
+                risk_words(r.kind),
+                r.reason
             );
         }
         out.push('\n');
@@ -351,5 +412,148 @@ pub fn render_json(plan: &Plan, context: Value) -> Value {
         "conflicts": plan.conflicts,
         "notes": plan.notes,
         "guard": plan.guard,
+        "risks": plan.risks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ScimId, SourceId};
+    use crate::plan::risk::assess;
+    use crate::plan::{Member, Summary, Why};
+
+    fn risky_plan() -> Plan {
+        let mut plan = Plan {
+            actions: vec![
+                Action::UpdateUser {
+                    user: SourceId("1".into()),
+                    scim_id: ScimId("s1".into()),
+                    user_name: "ada@example.com".into(),
+                    changes: vec![Change {
+                        path: "emails[type eq \"work\"].value".into(),
+                        old: Some(Value::String("ada@example.com".into())),
+                        new: Some(Value::String("ada@contractor.io".into())),
+                        drift: false,
+                    }],
+                    adopt: None,
+                    after: None,
+                },
+                Action::UpdateUser {
+                    user: SourceId("2".into()),
+                    scim_id: ScimId("s2".into()),
+                    user_name: "grace@example.com".into(),
+                    changes: vec![Change {
+                        path: "title".into(),
+                        old: Some(Value::String("a".into())),
+                        new: Some(Value::String("b".into())),
+                        drift: false,
+                    }],
+                    adopt: None,
+                    after: None,
+                },
+                Action::RemoveMembers {
+                    group: SourceId("g1".into()),
+                    display_name: "Engineering".into(),
+                    group_scim_id: ScimId("sg1".into()),
+                    members: (0..3)
+                        .map(|i| Member {
+                            user: Some(SourceId(format!("u{i}"))),
+                            label: format!("u{i}@example.com"),
+                            scim_id: Some(ScimId(format!("su{i}"))),
+                        })
+                        .collect(),
+                },
+                Action::DeleteUser {
+                    user: SourceId("3".into()),
+                    scim_id: ScimId("s3".into()),
+                    user_name: "alan@example.com".into(),
+                    why: Why::NotInSource,
+                },
+                Action::DeleteGroup {
+                    group: SourceId("g2".into()),
+                    scim_id: ScimId("sg2".into()),
+                    display_name: "Research".into(),
+                },
+            ],
+            summary: Summary {
+                users_update: 2,
+                users_delete: 1,
+                groups_delete: 1,
+                members_remove: 3,
+                ..Summary::default()
+            },
+            ..Plan::default()
+        };
+        plan.risks = assess(&plan, 3);
+        plan
+    }
+
+    fn line_with<'a>(text: &'a str, needle: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in\n{text}"))
+    }
+
+    #[test]
+    fn risky_actions_are_marked_on_their_line_and_listed() {
+        let text = render_human(&risky_plan(), &[], Style { color: false });
+        assert!(
+            line_with(&text, "user  ada@example.com").ends_with("[risk: email change]"),
+            "{text}"
+        );
+        assert!(
+            !line_with(&text, "user  grace@example.com").contains("risk"),
+            "{text}"
+        );
+        assert!(
+            line_with(&text, "user  alan@example.com").ends_with("[risk: user delete]"),
+            "{text}"
+        );
+        assert!(
+            line_with(&text, "group Research").ends_with("[risk: group delete]"),
+            "{text}"
+        );
+        assert!(
+            line_with(&text, "group Engineering").ends_with("[risk: large member removal]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Risks: 4 actions to review before applying:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("user ada@example.com (email change): email moves from domain example.com to contractor.io"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_plan_without_risks_has_no_risk_section() {
+        let mut plan = risky_plan();
+        plan.risks.clear();
+        let text = render_human(&plan, &[], Style { color: false });
+        assert!(!text.contains("risk"), "{text}");
+        assert!(!text.contains("Risks:"), "{text}");
+    }
+
+    #[test]
+    fn risks_are_in_the_json_plan() {
+        let doc = render_json(&risky_plan(), Value::Null);
+        let kinds: Vec<&str> = doc["risks"]
+            .as_array()
+            .expect("a risks array")
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "email_change",
+                "user_delete",
+                "group_delete",
+                "large_member_removal"
+            ]
+        );
+    }
 }

@@ -180,6 +180,26 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// 429 answers.
     pub throttled: AtomicU64,
+    /// Requests that got no HTTP answer (timeout, reset, DNS, TLS).
+    pub transport_errors: AtomicU64,
+    /// HTTP answers by status code.
+    status_counts: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
+}
+
+impl Stats {
+    fn count_status(&self, status: u16) {
+        if let Ok(mut m) = self.status_counts.lock() {
+            *m.entry(status).or_default() += 1;
+        }
+    }
+
+    /// HTTP answers by status code, so far.
+    pub fn statuses(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.status_counts
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
 }
 
 /// The SCIM client of one target.
@@ -368,8 +388,15 @@ impl ScimClient {
             let bytes = serde_json::to_vec(b).expect("a JSON value serializes");
             req = req.header(CONTENT_TYPE, self.media.clone()).body(bytes);
         }
-        let resp = req.send().await.map_err(transport_error)?;
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                return Err(transport_error(e));
+            }
+        };
         let status = resp.status();
+        self.stats.count_status(status.as_u16());
         let retry_after = resp
             .headers()
             .get(RETRY_AFTER)
