@@ -15,7 +15,7 @@ use crate::exit::ExitStatus;
 use crate::mapping;
 use crate::model::RecordKind;
 use crate::plan::render::{Style, render_human, render_json, summary_line};
-use crate::plan::{self, Plan, guard};
+use crate::plan::{self, Actual, Plan, guard};
 use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
 use crate::push::{self, Context};
 use crate::source;
@@ -134,6 +134,7 @@ pub async fn prepare(
     )
     .map_err(CliError::msg)?;
     let last = store.last_reconcile(app).map_err(err)?;
+    let retired = store.retired_groups(app).map_err(err)?;
     let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
     let reason = if opts.reconcile {
         Some("--reconcile")
@@ -175,7 +176,15 @@ pub async fn prepare(
                 group_name_ci: settings.profile.api.group_name_case_insensitive,
                 adopt_groups: settings.groups.adopt_existing,
             };
-            let r = target::reconcile(&desired, &user_links, &group_links, &users, &groups, rules);
+            let r = target::reconcile(
+                &desired,
+                &user_links,
+                &group_links,
+                &retired,
+                &users,
+                &groups,
+                rules,
+            );
             let mode = format!(
                 "read in full ({reason}): {} users, {} groups",
                 users.len(),
@@ -184,7 +193,10 @@ pub async fn prepare(
             (r.actual.clone(), Some(r), mode)
         }
         None => (
-            target::from_store(&user_links, &group_links),
+            Actual {
+                retired_groups: retired.clone(),
+                ..target::from_store(&user_links, &group_links)
+            },
             None,
             format!(
                 "state last pushed ({} users, {} groups managed; full read due in {})",
@@ -459,6 +471,7 @@ pub async fn sync_command(
         in_doubt_groups: store_in_doubt_groups,
         cancel: cancel.clone(),
         progress: Some(&progress_fn),
+        member_chunk: settings.policy.member_chunk,
     };
     let mut held = 0;
     if !plan.guard.is_empty() {

@@ -39,6 +39,7 @@ fn policy() -> Policy {
         update_groups: true,
         delete_groups: true,
         sync_memberships: true,
+        group_name_ci: true,
         group_rename: false,
         member_chunk: 2,
         reconcile_interval: Duration::from_secs(24 * 3600),
@@ -134,6 +135,7 @@ fn group(scim_id: &str, id: &str, members: &[&str]) -> ActualGroup {
         members: ids(members),
         foreign_members: BTreeMap::new(),
         link: LinkState::Linked,
+        drift: BTreeSet::new(),
     }
 }
 
@@ -705,11 +707,13 @@ fn new_group_is_created_and_members_added_in_chunks() {
                         user: Some(sid("1")),
                         label: "ann@x.org".into(),
                         scim_id: Some(scim("s1")),
+                        drift: false,
                     },
                     Member {
                         user: Some(sid("2")),
                         label: "bo@x.org".into(),
                         scim_id: Some(scim("s2")),
+                        drift: false,
                     },
                 ],
             },
@@ -721,6 +725,7 @@ fn new_group_is_created_and_members_added_in_chunks() {
                     user: Some(sid("3")),
                     label: "cy@x.org".into(),
                     scim_id: None,
+                    drift: false,
                 }],
             },
         ]
@@ -776,6 +781,7 @@ fn existing_group_gets_the_member_set_difference() {
             user: Some(sid("2")),
             label: "bo@x.org".into(),
             scim_id: Some(scim("s2")),
+            drift: false,
         }]
     );
     assert_eq!(plan.summary.members_add, 2);
@@ -807,6 +813,7 @@ fn foreign_members_are_removed() {
         user: None,
         label: label.into(),
         scim_id: Some(scim(id)),
+        drift: false,
     };
     assert_eq!(
         removed,
@@ -913,12 +920,16 @@ fn matched_group_is_adopted_and_its_external_id_set() {
 }
 
 #[test]
-fn group_is_renamed_only_where_the_target_allows_it() {
+fn group_is_renamed_in_place_only_where_the_target_allows_it() {
     let d = desired(vec![], vec![("g", &[])]);
     let mut g = group("sg", "g", &[]);
     g.display_name = "Old name".into();
     let a = actual(vec![], vec![("g", g)]);
-    assert!(compute(&d, &a, &policy()).actions.is_empty());
+    // Atlassian: no rename in place; replaced (see the rename tests).
+    assert!(matches!(
+        compute(&d, &a, &policy()).actions.as_slice(),
+        [Action::RenameGroup { .. }]
+    ));
     let p = Policy {
         group_rename: true,
         ..policy()
@@ -1208,6 +1219,7 @@ fn apply_to(actual: &Actual, plan: &Plan) -> Actual {
                         members: BTreeSet::new(),
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
+                        drift: BTreeSet::new(),
                     },
                 );
             }
@@ -1234,6 +1246,43 @@ fn apply_to(actual: &Actual, plan: &Plan) -> Actual {
                     }
                 }
                 g.link = LinkState::Linked;
+            }
+            Action::RenameGroup {
+                group,
+                old_scim_id,
+                display_name,
+                members,
+                delete_old,
+                ..
+            } => {
+                let old = a.groups.remove(group).expect("renamed group exists");
+                assert_eq!(&old.scim_id, old_scim_id);
+                assert_ne!(&old.display_name, display_name);
+                let mut moved = BTreeSet::new();
+                for m in members {
+                    let id = m.user.as_ref().expect("moved members are managed users");
+                    assert!(old.members.contains(id), "{id} moved but was not a member");
+                    assert!(moved.insert(id.clone()), "{id} moved twice");
+                }
+                // Deleted, or (delete_old false) left behind unmanaged.
+                let _ = delete_old;
+                a.groups.insert(
+                    group.clone(),
+                    ActualGroup {
+                        scim_id: ScimId(format!("renamed-g-{group}")),
+                        display_name: display_name.clone(),
+                        external_id: Some(group.0.clone()),
+                        members: moved,
+                        foreign_members: BTreeMap::new(),
+                        link: LinkState::Linked,
+                        drift: BTreeSet::new(),
+                    },
+                );
+            }
+            Action::RetireGroup { scim_id, .. } => {
+                let before = a.retired_groups.len();
+                a.retired_groups.retain(|r| &r.scim_id != scim_id);
+                assert_eq!(a.retired_groups.len() + 1, before, "retired {scim_id} once");
             }
             Action::CreateUser { user, attrs, .. } => {
                 assert!(!a.users.contains_key(user), "user {user} created twice");
@@ -1571,6 +1620,7 @@ fn arb_world() -> impl Strategy<Value = (Desired, Actual)> {
                         } else {
                             LinkState::MatchedDisplayName
                         },
+                        drift: BTreeSet::new(),
                     },
                 );
             }
@@ -1615,7 +1665,8 @@ fn assert_converged(d: &Desired, p: &Policy, before: &Actual, after: &Actual) {
         assert_eq!(have.link, LinkState::Linked);
         assert_eq!(have.external_id.as_deref(), Some(gid.as_str()));
         assert!(have.foreign_members.is_empty());
-        if p.group_rename {
+        if p.group_rename || (p.update_groups && p.create_groups) {
+            // Renamed in place, or replaced by a new group of the new name.
             assert_eq!(have.display_name, want.display_name);
         } else {
             assert_eq!(
@@ -1712,6 +1763,7 @@ fn all_groups() -> GroupSettings {
     GroupSettings {
         push: None,
         adopt_existing: true,
+        ..GroupSettings::default()
     }
 }
 

@@ -140,6 +140,7 @@ fn all_groups() -> GroupSettings {
     GroupSettings {
         push: None,
         adopt_existing: true,
+        ..GroupSettings::default()
     }
 }
 

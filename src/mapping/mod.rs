@@ -8,7 +8,7 @@
 //! booleans, unique userName) before anything is sent; a user that fails is
 //! rejected with a reason and its target account is left untouched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,8 @@ use crate::connector::Profile;
 use crate::model::{Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem};
 use crate::plan::{Attrs, Desired, DesiredGroup, DesiredUser};
 use crate::scim::AttrPath;
+
+pub mod nested;
 
 /// A template as written: one string or a list of alternatives.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -434,17 +436,42 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         ..ScopeStats::default()
     };
 
+    // Nested groups: effective (flattened) membership, used by the scope and
+    // by the pushed groups alike.
+    let user_ids: HashSet<&SourceId> = snapshot.users.iter().map(|u| &u.id).collect();
+    let flat = nested::flatten(&snapshot.groups, |m| user_ids.contains(m));
+    let members_of = |i: usize| -> &BTreeSet<SourceId> {
+        flat.members[i]
+            .as_ref()
+            .unwrap_or(&snapshot.groups[i].members)
+    };
+    let mut group_notes = Vec::new();
+    if flat.nesting > 0 {
+        group_notes.push(format!(
+            "{} source groups contain groups: flattened to their users (the target has no nested groups)",
+            flat.nesting
+        ));
+    }
+    for cycle in &flat.cycles {
+        let names: Vec<&str> = cycle.iter().map(SourceId::as_str).collect();
+        group_notes.push(format!(
+            "group cycle in the source: {} contain each other; each gets the members of all of them",
+            names.join(", ")
+        ));
+    }
+
     // Group scope: the set of users that are members of a scope group.
     let scope_members: Option<BTreeSet<&SourceId>> =
         (!mapping.scope.groups.is_empty()).then(|| {
             snapshot
                 .groups
                 .iter()
-                .filter(|g| {
+                .enumerate()
+                .filter(|(_, g)| {
                     mapping.scope.groups.contains(&g.name.to_lowercase())
                         || mapping.scope.groups.contains(&g.id.0.to_lowercase())
                 })
-                .flat_map(|g| g.members.iter())
+                .flat_map(|(i, _)| members_of(i).iter())
                 .collect()
         });
 
@@ -547,30 +574,31 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         .as_ref()
         .map(|names| names.iter().map(|n| n.to_lowercase()).collect());
     let mut desired_groups: BTreeMap<SourceId, DesiredGroup> = BTreeMap::new();
-    let mut by_group_name: HashMap<String, Vec<SourceId>> = HashMap::new();
-    for g in &snapshot.groups {
+    let mut origins_of_groups: HashMap<SourceId, Origin> = HashMap::new();
+    let is_default = |g: &crate::model::SourceGroup| {
+        groups
+            .default_groups
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&g.name) || d.eq_ignore_ascii_case(g.id.as_str()))
+    };
+    for (i, g) in snapshot.groups.iter().enumerate() {
         if held_groups.contains(&g.id) {
             continue;
         }
         if let Some(push) = &push
             && !push.contains(&g.name.to_lowercase())
             && !push.contains(&g.id.0.to_lowercase())
+            && !is_default(g)
         {
             stats.groups_not_pushed += 1;
             continue;
         }
-        let members = g
-            .members
+        let members = members_of(i)
             .iter()
             .filter(|m| users.contains_key(*m))
             .cloned()
             .collect();
-        let folded = if mapping.group_name_ci {
-            g.name.to_lowercase()
-        } else {
-            g.name.clone()
-        };
-        by_group_name.entry(folded).or_default().push(g.id.clone());
+        origins_of_groups.insert(g.id.clone(), g.origin.clone());
         desired_groups.insert(
             g.id.clone(),
             DesiredGroup {
@@ -578,6 +606,80 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
                 members,
             },
         );
+    }
+    // Default groups: every provisioned user joins them; one the source does
+    // not have is created under its name.
+    for name in &groups.default_groups {
+        let existing = snapshot.groups.iter().find(|g| {
+            g.name.eq_ignore_ascii_case(name) || g.id.as_str().eq_ignore_ascii_case(name)
+        });
+        let id = match existing {
+            Some(g) if held_groups.contains(&g.id) => continue,
+            Some(g) => g.id.clone(),
+            None => {
+                let id = SourceId(name.clone());
+                origins_of_groups.insert(
+                    id.clone(),
+                    Origin {
+                        file: "config".into(),
+                        location: "groups.default".into(),
+                    },
+                );
+                id
+            }
+        };
+        desired_groups
+            .entry(id)
+            .or_insert_with(|| DesiredGroup {
+                display_name: name.clone(),
+                members: BTreeSet::new(),
+            })
+            .members
+            .extend(users.keys().cloned());
+    }
+    // Names the target reserves, and groups over its member limit: refused.
+    let refused: Vec<(SourceId, String)> = desired_groups
+        .iter()
+        .filter_map(|(id, g)| {
+            if groups.reserved_names.contains(&g.display_name.to_lowercase()) {
+                return Some((id.clone(), format!(
+                    "`{}` is a reserved group name in the target (an Atlassian site or default-access group): a synced group of that name never reaches the sites or cannot be synced at all; rename the group in the source or leave it out (groups.push)",
+                    g.display_name
+                )));
+            }
+            match groups.max_members {
+                Some(max) if g.members.len() > max => Some((id.clone(), format!(
+                    "group `{}` would have {} members (nested groups included); the target allows at most {max} per group",
+                    g.display_name,
+                    g.members.len()
+                ))),
+                _ => None,
+            }
+        })
+        .collect();
+    for (id, reason) in refused {
+        if let Some(g) = desired_groups.remove(&id) {
+            held_groups.insert(id.clone());
+            rejects.push(Reject {
+                kind: RecordKind::Group,
+                origin: origins_of_groups.get(&id).cloned().unwrap_or(Origin {
+                    file: String::new(),
+                    location: String::new(),
+                }),
+                source_id: Some(id),
+                label: Some(g.display_name),
+                reason,
+            });
+        }
+    }
+    let mut by_group_name: HashMap<String, Vec<SourceId>> = HashMap::new();
+    for (id, g) in &desired_groups {
+        let folded = if mapping.group_name_ci {
+            g.display_name.to_lowercase()
+        } else {
+            g.display_name.clone()
+        };
+        by_group_name.entry(folded).or_default().push(id.clone());
     }
     // Sorted by id: the HashMap's iteration order must not leak into the plan.
     let mut dup_groups: Vec<(&SourceId, usize)> = by_group_name
@@ -589,12 +691,10 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     for (id, count) in dup_groups {
         if let Some(g) = desired_groups.remove(id) {
             held_groups.insert(id.clone());
-            let origin = snapshot
-                .groups
-                .iter()
-                .find(|s| s.id == *id)
-                .map(|s| s.origin.clone())
-                .expect("group came from the snapshot");
+            let origin = origins_of_groups.get(id).cloned().unwrap_or(Origin {
+                file: String::new(),
+                location: String::new(),
+            });
             rejects.push(Reject {
                 kind: RecordKind::Group,
                 origin,
@@ -618,6 +718,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         rejects,
         managed_paths: mapping.managed_paths(),
         stats,
+        group_notes,
     }
 }
 
@@ -776,6 +877,7 @@ mod tests {
             &GroupSettings {
                 push: None,
                 adopt_existing: true,
+                ..GroupSettings::default()
             },
         );
         assert_eq!(
@@ -812,6 +914,7 @@ mod tests {
             &GroupSettings {
                 push: None,
                 adopt_existing: true,
+                ..GroupSettings::default()
             },
         );
         assert_eq!(d.users.len(), 1);
