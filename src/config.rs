@@ -251,7 +251,6 @@ pub struct GroupsConfig {
     pub reserved_names: Vec<String>,
 }
 
-
 fn yes() -> bool {
     true
 }

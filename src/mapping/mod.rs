@@ -845,6 +845,150 @@ mod tests {
         assert_eq!(e.key, "mapping.user_name_transform.pattern");
     }
 
+    fn sgroup(id: &str, name: &str, members: &[&str]) -> SourceGroup {
+        SourceGroup {
+            id: SourceId::from(id),
+            name: name.into(),
+            members: members.iter().map(|s| SourceId::from(*s)).collect(),
+            origin: Origin {
+                file: "g.csv".into(),
+                location: format!("group {id}"),
+            },
+        }
+    }
+
+    fn four_people(groups: Vec<SourceGroup>) -> Snapshot {
+        Snapshot {
+            users: vec![
+                full("1", "Ann", "Lee", "ann@x.org"),
+                full("2", "Bo", "Ek", "bo@x.org"),
+                full("3", "Cy", "Oh", "cy@x.org"),
+                full("4", "Di", "Ma", "di@x.org"),
+            ],
+            groups,
+            rejects: vec![],
+        }
+    }
+
+    fn member_ids(d: &Desired, group: &str) -> Vec<String> {
+        d.groups[&SourceId::from(group)]
+            .members
+            .iter()
+            .map(|m| m.0.clone())
+            .collect()
+    }
+
+    #[test]
+    fn nested_groups_are_flattened_for_scope_and_for_pushing() {
+        let m = mapping(
+            MappingConfig::default(),
+            ScopeConfig {
+                groups: vec!["All".into()],
+                email_domains: vec![],
+            },
+        );
+        let snapshot = four_people(vec![
+            sgroup("all", "All", &["1", "eng"]),
+            sgroup("eng", "Engineering", &["2", "be"]),
+            sgroup("be", "Backend", &["3"]),
+            sgroup("loop-a", "Loop A", &["loop-b", "4"]),
+            sgroup("loop-b", "Loop B", &["loop-a"]),
+        ]);
+        let d = desired_state(&snapshot, &m, &GroupSettings::default());
+        // Scope through nesting: 1, 2 (via eng) and 3 (via eng/be); 4 is only
+        // in the loop groups, out of scope.
+        assert_eq!(
+            d.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["1", "2", "3"]
+        );
+        assert_eq!(member_ids(&d, "all"), ["1", "2", "3"]);
+        assert_eq!(member_ids(&d, "eng"), ["2", "3"]);
+        assert_eq!(member_ids(&d, "be"), ["3"]);
+        assert!(member_ids(&d, "loop-a").is_empty(), "4 is out of scope");
+        assert!(
+            d.group_notes.iter().any(|n| n.contains("loop-a, loop-b")),
+            "{:?}",
+            d.group_notes
+        );
+        assert!(
+            d.group_notes
+                .iter()
+                .any(|n| n.starts_with("4 source groups contain groups"))
+        );
+    }
+
+    #[test]
+    fn default_groups_get_every_provisioned_user() {
+        let m = mapping(MappingConfig::default(), ScopeConfig::default());
+        let snapshot = four_people(vec![sgroup("eng", "Engineering", &["1"])]);
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                push: Some(vec!["nothing".into()]),
+                default_groups: vec!["All Staff".into(), "engineering".into()],
+                ..GroupSettings::default()
+            },
+        );
+        // Not in the source: created under its name; in the source: extended,
+        // and pushed although `push` does not list it.
+        assert_eq!(member_ids(&d, "All Staff"), ["1", "2", "3", "4"]);
+        assert_eq!(
+            d.groups[&SourceId::from("All Staff")].display_name,
+            "All Staff"
+        );
+        assert_eq!(member_ids(&d, "eng"), ["1", "2", "3", "4"]);
+        assert_eq!(d.groups[&SourceId::from("eng")].display_name, "Engineering");
+        assert_eq!(d.groups.len(), 2);
+    }
+
+    #[test]
+    fn reserved_names_and_oversized_groups_are_refused_with_a_reason() {
+        let m = mapping(MappingConfig::default(), ScopeConfig::default());
+        let snapshot = four_people(vec![
+            sgroup("c", "Confluence-Users", &["1"]),
+            sgroup("big", "Big", &["1", "2", "3"]),
+            sgroup("nest", "Nest", &["big", "4"]),
+            sgroup("ok", "Ok", &["1", "2"]),
+        ]);
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                reserved_names: ["confluence-users".to_owned()].into(),
+                max_members: Some(2),
+                ..GroupSettings::default()
+            },
+        );
+        assert_eq!(
+            d.groups.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["ok"]
+        );
+        let reasons: Vec<(&str, &str)> = d
+            .rejects
+            .iter()
+            .map(|r| (r.source_id.as_ref().unwrap().as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons
+                .iter()
+                .any(|(id, r)| *id == "c" && r.contains("reserved group name"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|(id, r)| *id == "big" && r.contains("3 members") && r.contains("at most 2"))
+        );
+        // Nested members count toward the limit.
+        assert!(
+            reasons
+                .iter()
+                .any(|(id, r)| *id == "nest" && r.contains("4 members"))
+        );
+        assert!(d.held_groups.contains(&SourceId::from("c")));
+    }
+
     #[test]
     fn scope_by_group_and_domain() {
         let m = mapping(

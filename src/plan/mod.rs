@@ -703,8 +703,52 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             n.to_owned()
         }
     };
+    // A managed group leaving the source under one id while a group of the
+    // same name arrives under another is the same group re-keyed: the new
+    // record takes it over (the old one is unlinked, not deleted).
+    let mut leaving_by_name: BTreeMap<String, &ActualGroup> = BTreeMap::new();
+    for (gid, have) in &actual.groups {
+        if have.link == LinkState::Linked
+            && !desired.groups.contains_key(gid)
+            && !desired.held_groups.contains(gid)
+        {
+            leaving_by_name
+                .entry(fold_group(&have.display_name))
+                .or_insert(have);
+        }
+    }
     for (gid, want) in &desired.groups {
+        let rekeyed = if actual.groups.contains_key(gid) {
+            None
+        } else {
+            leaving_by_name.remove(&fold_group(&want.display_name))
+        };
         let (group_scim_id, current, foreign) = match actual.groups.get(gid) {
+            None if rekeyed.is_some() => {
+                let have = rekeyed.expect("checked");
+                summary.groups_update += 1;
+                actions.push(Action::UpdateGroup {
+                    group: gid.clone(),
+                    scim_id: have.scim_id.clone(),
+                    display_name: want.display_name.clone(),
+                    changes: if policy.update_groups {
+                        vec![Change {
+                            path: "externalId".into(),
+                            old: have.external_id.clone().map(Value::String),
+                            new: Some(Value::String(gid.0.clone())),
+                            drift: false,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    adopt: Some(LinkState::MatchedDisplayName),
+                });
+                (
+                    Some(have.scim_id.clone()),
+                    have.members.clone(),
+                    have.foreign_members.clone(),
+                )
+            }
             Some(have)
                 if !policy.group_rename
                     && policy.update_groups

@@ -203,6 +203,9 @@ impl Row<'_> {
     }
 }
 
+/// Detail of a membership change that corrects drift.
+const DRIFT: &str = "drift: the target's membership differed from what scimsync last pushed (edited in the target, or a change it acknowledged but did not apply)";
+
 fn describe(e: &ScimError) -> String {
     match e {
         ScimError::Http {
@@ -611,7 +614,7 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                         outcome,
                         status,
                         scim_type,
-                        detail.clone(),
+                        detail.clone().or_else(|| m.drift.then(|| DRIFT.to_owned())),
                         attempts,
                     )
                 })
@@ -1582,7 +1585,7 @@ async fn add_members(
                         "applied",
                         Some(r.status),
                         None,
-                        None,
+                        m.drift.then(|| DRIFT.to_owned()),
                         r.attempts,
                     ));
                 }
@@ -1650,7 +1653,11 @@ async fn rename_group(
     members: &[Member],
     delete_old: bool,
 ) -> Done {
-    let created = create_group(ctx, shared, row, group, display_name).await;
+    let create_row = Row {
+        action: "create",
+        ..*row
+    };
+    let created = create_group(ctx, shared, &create_row, group, display_name).await;
     let Some(new_id) = shared.groups.lock().expect("not poisoned").id(group) else {
         // The new group could not be created: the old one stays linked, with
         // its members, and the next run tries again.

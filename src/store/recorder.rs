@@ -230,6 +230,20 @@ pub(super) fn apply_one(tx: &Transaction<'_>, rec: &Record) -> rusqlite::Result<
             scim_id,
             display_name,
         } => {
+            // The group may move from another source record (re-keyed in the
+            // source): its stored members move with it.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO memberships (app, group_id, user_id)
+                 SELECT m.app, ?3, m.user_id FROM memberships m JOIN group_links l
+                   ON l.app = m.app AND l.source_id = m.group_id
+                 WHERE l.app = ?1 AND l.scim_id = ?2 AND l.source_id <> ?3",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
+            tx.prepare_cached(
+                "DELETE FROM memberships WHERE app = ?1 AND group_id IN
+                   (SELECT source_id FROM group_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3)",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
             tx.prepare_cached(
                 "DELETE FROM group_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3",
             )?

@@ -12,6 +12,7 @@ mod crash;
 mod edge;
 mod faults;
 mod fuzz;
+mod groups;
 mod guard;
 mod hostile;
 mod matrix;
