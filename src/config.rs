@@ -7,7 +7,7 @@
 //! opens a socket: a bad config exits 2 before any network request.
 //! `fixtures/scimsync.example.toml` documents every key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -264,27 +264,67 @@ pub struct ScopeConfig {
 }
 
 /// `[groups]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupsConfig {
     /// Source groups pushed to the target (names or ids). Absent: all.
     pub push: Option<Vec<String>>,
-    /// Link a same-named existing target group instead of failing with 409.
-    #[serde(default = "yes")]
+    /// Link a same-named existing target group instead of reporting a conflict.
+    #[serde(default)]
     pub adopt_existing: bool,
-}
-
-impl Default for GroupsConfig {
-    fn default() -> Self {
-        Self {
-            push: None,
-            adopt_existing: true,
-        }
-    }
+    /// Groups every provisioned user is added to (created when the source
+    /// has no group of that name).
+    #[serde(default)]
+    pub default: Vec<String>,
+    /// Group names never pushed, on top of the profile's reserved names.
+    #[serde(default)]
+    pub reserved_names: Vec<String>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn resolve_groups(g: &GroupsConfig, profile: &Profile) -> Result<GroupSettings, ConfigError> {
+    let mut default_groups: Vec<String> = Vec::new();
+    for (i, name) in g.default.iter().enumerate() {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+            return Err(ConfigError::at(
+                format!("groups.default[{i}]"),
+                "a group name must be 1 to 255 bytes without control characters",
+            ));
+        }
+        if !default_groups.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+            default_groups.push(name.to_owned());
+        }
+    }
+    let reserved_names: BTreeSet<String> = profile
+        .api
+        .reserved_group_names
+        .iter()
+        .chain(&g.reserved_names)
+        .map(|n| n.trim().to_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if let Some(d) = default_groups
+        .iter()
+        .find(|d| reserved_names.contains(&d.to_lowercase()))
+    {
+        return Err(ConfigError::at(
+            "groups.default",
+            format!(
+                "`{d}` is a reserved group name in the target (see `groups.reserved_names` and the connector profile)"
+            ),
+        ));
+    }
+    Ok(GroupSettings {
+        push: g.push.clone(),
+        adopt_existing: g.adopt_existing,
+        default_groups,
+        reserved_names,
+        max_members: profile.api.max_group_members,
+    })
 }
 
 /// `[policy]`
@@ -441,13 +481,19 @@ pub struct Limits {
     pub page_size: usize,
 }
 
-/// Resolved `[groups]`.
-#[derive(Clone, Debug)]
+/// Resolved `[groups]` (with the profile's group limits).
+#[derive(Clone, Debug, Default)]
 pub struct GroupSettings {
     /// Names or ids of pushed groups; `None` = all.
     pub push: Option<Vec<String>>,
     /// Adopt same-named existing target groups.
     pub adopt_existing: bool,
+    /// Groups every provisioned user joins.
+    pub default_groups: Vec<String>,
+    /// Reserved group names, lowercased (profile's and config's).
+    pub reserved_names: BTreeSet<String>,
+    /// Most members per group, nested members included.
+    pub max_members: Option<usize>,
 }
 
 /// The effective policy switches, as the planner sees them.
@@ -469,6 +515,9 @@ pub struct Policy {
     pub sync_memberships: bool,
     /// Whether the target can rename groups.
     pub group_rename: bool,
+    /// Whether the target compares group names case-insensitively.
+    #[serde(default)]
+    pub group_name_ci: bool,
     /// Member values per PATCH.
     pub member_chunk: usize,
     /// Full-read interval.
@@ -533,6 +582,7 @@ impl Settings {
             delete_groups: p.delete_groups,
             sync_memberships: p.sync_memberships,
             group_rename: profile.api.group_rename,
+            group_name_ci: profile.api.group_name_case_insensitive,
             member_chunk: limits.member_chunk,
             reconcile_interval,
         };
@@ -544,10 +594,7 @@ impl Settings {
             key_source,
             limits,
             mapping,
-            groups: GroupSettings {
-                push: config.groups.push.clone(),
-                adopt_existing: config.groups.adopt_existing,
-            },
+            groups: resolve_groups(&config.groups, &profile)?,
             policy,
             store_path: base_dir.join(&config.store.path),
             retention: match config.store.retention.as_deref() {

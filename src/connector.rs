@@ -64,6 +64,14 @@ pub struct ApiProfile {
     pub user_name_case_insensitive: bool,
     /// Whether the target compares group names case-insensitively.
     pub group_name_case_insensitive: bool,
+    /// Most members one group may have (nested members included); a source
+    /// group over it is refused in the plan. None: no limit.
+    #[serde(default)]
+    pub max_group_members: Option<usize>,
+    /// Group names the target reserves (site and default-access groups):
+    /// a source group with one of these names is refused in the plan.
+    #[serde(default)]
+    pub reserved_group_names: Vec<String>,
 }
 
 /// Default pacing of requests.

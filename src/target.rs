@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::Value;
 
 use crate::model::{ScimId, SourceId};
-use crate::plan::{Actual, ActualGroup, ActualUser, Conflict, Desired, LinkState};
+use crate::plan::{Actual, ActualGroup, ActualUser, Conflict, Desired, LinkState, RetiredGroup};
 use crate::scim;
 use crate::store::{GroupLink, UserLink};
 
@@ -49,6 +49,7 @@ pub fn from_store(users: &[UserLink], groups: &[GroupLink]) -> Actual {
                         members: g.members.clone(),
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
+                        drift: BTreeSet::new(),
                     },
                 )
             })
@@ -87,11 +88,13 @@ fn fold(s: &str, ci: bool) -> String {
     if ci { s.to_lowercase() } else { s.to_owned() }
 }
 
-/// Join a full listing of the target with the stored links and the desired state.
+/// Join a full listing of the target with the stored links and the desired
+/// state. `retired` groups (old groups of renames) are never matched.
 pub fn reconcile(
     desired: &Desired,
     users: &[UserLink],
     groups: &[GroupLink],
+    retired: &[RetiredGroup],
     target_users: &[Value],
     target_groups: &[Value],
     rules: MatchRules,
@@ -214,12 +217,14 @@ pub fn reconcile(
         .iter()
         .filter_map(|g| scim::resource_id(g).map(|id| (id, g)))
         .collect();
-    let mut claimed_groups: HashSet<ScimId> = HashSet::new();
+    let mut claimed_groups: HashSet<ScimId> = retired.iter().map(|r| r.scim_id.clone()).collect();
     let mut group_entries: Vec<(SourceId, &Value, LinkState)> = Vec::new();
+    let mut pushed_members: HashMap<SourceId, &BTreeSet<SourceId>> = HashMap::new();
     for link in groups {
         match groups_by_id.get(&link.scim_id) {
             Some(g) => {
                 claimed_groups.insert(link.scim_id.clone());
+                pushed_members.insert(link.source_id.clone(), &link.members);
                 group_entries.push((link.source_id.clone(), g, LinkState::Linked));
             }
             None => out.stale_groups.push(link.source_id.clone()),
@@ -227,6 +232,7 @@ pub fn reconcile(
     }
     let linked_group_ids: BTreeSet<&SourceId> = group_entries.iter().map(|(s, _, _)| s).collect();
     let mut groups_by_name: HashMap<String, &Value> = HashMap::new();
+    let mut groups_by_external: HashMap<&str, Vec<&Value>> = HashMap::new();
     for g in target_groups {
         let Some(id) = scim::resource_id(g) else {
             continue;
@@ -239,13 +245,54 @@ pub fn reconcile(
                 .entry(fold(n, rules.group_name_ci))
                 .or_insert(g);
         }
+        if let Some(x) = scim::str_attr(g, "externalId") {
+            groups_by_external.entry(x).or_default().push(g);
+        }
     }
     let mut matched_groups = Vec::new();
     for (gid, want) in &desired.groups {
         if linked_group_ids.contains(gid) {
             continue;
         }
-        if let Some(g) = groups_by_name.get(&fold(&want.display_name, rules.group_name_ci)) {
+        let want_name = fold(&want.display_name, rules.group_name_ci);
+        // externalId is ours to set: a group carrying this source id was
+        // created by scimsync (a link lost, or a create whose answer was lost).
+        if let Some(list) = groups_by_external.get(gid.as_str()) {
+            let free: Vec<&&Value> = list
+                .iter()
+                .filter(|g| scim::resource_id(g).is_some_and(|id| !claimed_groups.contains(&id)))
+                .collect();
+            let same_name: Vec<&&Value> = free
+                .iter()
+                .copied()
+                .filter(|g| {
+                    scim::str_attr(g, "displayName")
+                        .is_some_and(|n| fold(n, rules.group_name_ci) == want_name)
+                })
+                .collect();
+            let pick = match (free.len(), same_name.len()) {
+                (1, _) => Some(free[0]),
+                (_, 1) => Some(same_name[0]),
+                (0, _) => None,
+                (n, _) => {
+                    out.actual.conflicts.push(Conflict {
+                        resource: "group".into(),
+                        source_id: gid.clone(),
+                        label: want.display_name.clone(),
+                        reason: format!(
+                            "{n} target groups carry externalId `{gid}`; link one by hand (scimsync links) or delete the duplicate"
+                        ),
+                    });
+                    continue;
+                }
+            };
+            if let Some(g) = pick {
+                claimed_groups.insert(scim::resource_id(g).expect("filtered on id"));
+                matched_groups.push((gid.clone(), *g, LinkState::MatchedExternalId));
+                continue;
+            }
+        }
+        if let Some(g) = groups_by_name.get(&want_name) {
             let id = scim::resource_id(g).expect("indexed by id");
             if claimed_groups.contains(&id) {
                 continue;
@@ -293,6 +340,12 @@ pub fn reconcile(
         }
         out.memberships
             .insert(gid.clone(), members.iter().cloned().collect());
+        // What scimsync last pushed vs what the target has: an edit made in
+        // the target, or a change the target acknowledged but did not apply.
+        let drift: BTreeSet<SourceId> = pushed_members
+            .get(&gid)
+            .map(|pushed| pushed.symmetric_difference(&members).cloned().collect())
+            .unwrap_or_default();
         out.actual.groups.insert(
             gid,
             ActualGroup {
@@ -304,6 +357,7 @@ pub fn reconcile(
                 members,
                 foreign_members: foreign,
                 link,
+                drift,
             },
         );
     }
@@ -311,6 +365,7 @@ pub fn reconcile(
         .iter()
         .filter(|g| scim::resource_id(g).is_some_and(|id| !claimed_groups.contains(&id)))
         .count();
+    out.actual.retired_groups = retired.to_vec();
     out.actual.complete = true;
     out
 }

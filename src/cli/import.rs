@@ -101,7 +101,16 @@ pub async fn import(
         group_name_ci: settings.profile.api.group_name_case_insensitive,
         adopt_groups: settings.groups.adopt_existing,
     };
-    let r = target::reconcile(&desired, &user_links, &group_links, &users, &groups, rules);
+    let retired = store.retired_groups(app).map_err(err)?;
+    let r = target::reconcile(
+        &desired,
+        &user_links,
+        &group_links,
+        &retired,
+        &users,
+        &groups,
+        rules,
+    );
 
     // New links, recorded with a report row each, as one `import` run.
     let run = store.begin_run(app, "import", true).map_err(err)?;

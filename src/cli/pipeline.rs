@@ -17,7 +17,7 @@ use crate::mapping;
 use crate::model::RecordKind;
 use crate::plan::render::{Style, render_human, render_json, summary_line};
 use crate::plan::saved::{self as saved_plan, Basis, Fingerprints, SavedPlan};
-use crate::plan::{self, Plan, guard, risk};
+use crate::plan::{self, Actual, Plan, guard, risk};
 use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
 use crate::push::{self, Context};
 use crate::source;
@@ -172,6 +172,7 @@ pub async fn prepare_with(
     )
     .map_err(CliError::msg)?;
     let last = store.last_reconcile(app).map_err(err)?;
+    let retired = store.retired_groups(app).map_err(err)?;
     let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
     let reason = if force == Some(Basis::FullRead) {
         Some("the saved plan was computed from a full read")
@@ -225,7 +226,15 @@ pub async fn prepare_with(
                 group_name_ci: settings.profile.api.group_name_case_insensitive,
                 adopt_groups: settings.groups.adopt_existing,
             };
-            let r = target::reconcile(&desired, &user_links, &group_links, &users, &groups, rules);
+            let r = target::reconcile(
+                &desired,
+                &user_links,
+                &group_links,
+                &retired,
+                &users,
+                &groups,
+                rules,
+            );
             let mode = format!(
                 "read in full ({reason}): {} users, {} groups",
                 users.len(),
@@ -234,7 +243,10 @@ pub async fn prepare_with(
             (r.actual.clone(), Some(r), mode)
         }
         None => (
-            target::from_store(&user_links, &group_links),
+            Actual {
+                retired_groups: retired.clone(),
+                ..target::from_store(&user_links, &group_links)
+            },
             None,
             format!(
                 "state last pushed ({} users, {} groups managed; full read due in {})",
@@ -668,6 +680,7 @@ async fn execute(
         in_doubt_groups: store_in_doubt_groups,
         cancel: cancel.clone(),
         progress: Some(&progress_fn),
+        member_chunk: settings.policy.member_chunk,
     };
     let mut held = 0;
     if !plan.guard.is_empty() {

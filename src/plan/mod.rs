@@ -75,6 +75,9 @@ pub struct Desired {
     pub managed_paths: BTreeSet<String>,
     /// Scope counts.
     pub stats: ScopeStats,
+    /// What group flattening found (nesting, cycles), for the plan notes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_notes: Vec<String>,
 }
 
 /// How a target resource came to be associated with a source record.
@@ -135,6 +138,10 @@ pub struct ActualGroup {
     pub foreign_members: BTreeMap<ScimId, String>,
     /// Linked or merely matched.
     pub link: LinkState,
+    /// Managed users whose membership here differs from what scimsync last
+    /// pushed (found by a full read).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub drift: BTreeSet<SourceId>,
 }
 
 /// A problem found while matching the target, reported as a skipped item.
@@ -166,6 +173,19 @@ pub struct Actual {
     pub unmanaged_groups: usize,
     /// Matching problems.
     pub conflicts: Vec<Conflict>,
+    /// Old groups of renames, recorded for deletion and not deleted yet.
+    pub retired_groups: Vec<RetiredGroup>,
+}
+
+/// A group left behind by a rename (see [`Action::RenameGroup`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredGroup {
+    /// Source id of the renamed group.
+    pub group: SourceId,
+    /// The old group's target id.
+    pub scim_id: ScimId,
+    /// The old name.
+    pub display_name: String,
 }
 
 /// One attribute change of an update.
@@ -191,6 +211,10 @@ pub struct Member {
     pub label: String,
     /// The user's target id when known at plan time (unknown for users created in this run).
     pub scim_id: Option<ScimId>,
+    /// The target's membership differs from what scimsync last pushed here
+    /// (an edit in the target, or a change the target did not apply).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drift: bool,
 }
 
 /// Why an account is deprovisioned.
@@ -322,19 +346,50 @@ pub enum Action {
         /// Name.
         display_name: String,
     },
+    /// A group renamed in the source, on a target that cannot rename groups
+    /// (Atlassian): POST the group under its new name, move the members that
+    /// stay, then DELETE the old group (when groups may be deleted; the old
+    /// group is recorded as retired first, so a run cut off half-way finishes
+    /// the job in the next run).
+    RenameGroup {
+        /// Source id.
+        group: SourceId,
+        /// The old group's target id.
+        old_scim_id: ScimId,
+        /// The old name.
+        old_name: String,
+        /// The new name.
+        display_name: String,
+        /// Members moved to the new group (existing accounts); members created
+        /// in this run are added by the usual member actions.
+        members: Vec<Member>,
+        /// Delete the old group once the new one has its members.
+        delete_old: bool,
+    },
+    /// DELETE a group left behind by a rename that did not finish.
+    RetireGroup {
+        /// Source id of the renamed group.
+        group: SourceId,
+        /// The old group's target id.
+        scim_id: ScimId,
+        /// The old name.
+        display_name: String,
+    },
 }
 
 impl Action {
     /// Execution phase (1–7); actions of one phase are independent of each other.
     pub fn phase(&self) -> u8 {
         match self {
-            Action::CreateGroup { .. } | Action::UpdateGroup { .. } => 1,
+            Action::CreateGroup { .. }
+            | Action::UpdateGroup { .. }
+            | Action::RenameGroup { .. } => 1,
             Action::CreateUser { .. } | Action::UpdateUser { .. } => 2,
             Action::AddMembers { .. } => 3,
             Action::RemoveMembers { .. } => 4,
             Action::DisableUser { .. } => 5,
             Action::DeleteUser { .. } => 6,
-            Action::DeleteGroup { .. } => 7,
+            Action::DeleteGroup { .. } | Action::RetireGroup { .. } => 7,
         }
     }
 
@@ -345,7 +400,9 @@ impl Action {
             | Action::UpdateGroup { group, .. }
             | Action::AddMembers { group, .. }
             | Action::RemoveMembers { group, .. }
-            | Action::DeleteGroup { group, .. } => group,
+            | Action::DeleteGroup { group, .. }
+            | Action::RenameGroup { group, .. }
+            | Action::RetireGroup { group, .. } => group,
             Action::CreateUser { user, .. }
             | Action::UpdateUser { user, .. }
             | Action::DisableUser { user, .. }
@@ -371,7 +428,10 @@ impl Action {
             Action::AddMembers { .. } => "add_member",
             Action::RemoveMembers { .. } => "remove_member",
             Action::DisableUser { .. } => "disable",
-            Action::DeleteUser { .. } | Action::DeleteGroup { .. } => "delete",
+            Action::RenameGroup { .. } => "rename",
+            Action::DeleteUser { .. } | Action::DeleteGroup { .. } | Action::RetireGroup { .. } => {
+                "delete"
+            }
         }
     }
 
@@ -380,7 +440,9 @@ impl Action {
         match self {
             Action::CreateGroup { .. }
             | Action::UpdateGroup { .. }
-            | Action::DeleteGroup { .. } => "group",
+            | Action::DeleteGroup { .. }
+            | Action::RenameGroup { .. }
+            | Action::RetireGroup { .. } => "group",
             Action::AddMembers { .. } | Action::RemoveMembers { .. } => "membership",
             _ => "user",
         }
@@ -415,6 +477,12 @@ pub struct Summary {
     pub groups_update: usize,
     /// Groups to delete.
     pub groups_delete: usize,
+    /// Groups to rename (create under the new name, move members, delete the old).
+    #[serde(default)]
+    pub groups_rename: usize,
+    /// Old groups of earlier renames still to delete.
+    #[serde(default)]
+    pub groups_retire: usize,
     /// Member additions.
     pub members_add: usize,
     /// Member removals.
@@ -633,8 +701,101 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             .unwrap_or_else(|| id.to_string())
     };
     let scim_of = |id: &SourceId| actual.users.get(id).map(|u| u.scim_id.clone());
+    let fold_group = |n: &str| {
+        if policy.group_name_ci {
+            n.to_lowercase()
+        } else {
+            n.to_owned()
+        }
+    };
+    // A managed group leaving the source under one id while a group of the
+    // same name arrives under another is the same group re-keyed: the new
+    // record takes it over (the old one is unlinked, not deleted).
+    let mut leaving_by_name: BTreeMap<String, &ActualGroup> = BTreeMap::new();
+    for (gid, have) in &actual.groups {
+        if have.link == LinkState::Linked
+            && !desired.groups.contains_key(gid)
+            && !desired.held_groups.contains(gid)
+        {
+            leaving_by_name
+                .entry(fold_group(&have.display_name))
+                .or_insert(have);
+        }
+    }
     for (gid, want) in &desired.groups {
+        let rekeyed = if actual.groups.contains_key(gid) {
+            None
+        } else {
+            leaving_by_name.remove(&fold_group(&want.display_name))
+        };
         let (group_scim_id, current, foreign) = match actual.groups.get(gid) {
+            None if rekeyed.is_some() => {
+                let have = rekeyed.expect("checked");
+                summary.groups_update += 1;
+                actions.push(Action::UpdateGroup {
+                    group: gid.clone(),
+                    scim_id: have.scim_id.clone(),
+                    display_name: want.display_name.clone(),
+                    changes: if policy.update_groups {
+                        vec![Change {
+                            path: "externalId".into(),
+                            old: have.external_id.clone().map(Value::String),
+                            new: Some(Value::String(gid.0.clone())),
+                            drift: false,
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    adopt: Some(LinkState::MatchedDisplayName),
+                });
+                (
+                    Some(have.scim_id.clone()),
+                    have.members.clone(),
+                    have.foreign_members.clone(),
+                )
+            }
+            Some(have)
+                if !policy.group_rename
+                    && policy.update_groups
+                    && policy.create_groups
+                    && fold_group(&have.display_name) != fold_group(&want.display_name) =>
+            {
+                // The target cannot rename: a new group takes the name and the
+                // members that stay; the old one goes.
+                let carried: BTreeSet<SourceId> = have
+                    .members
+                    .iter()
+                    .filter(|m| {
+                        (want.members.contains(*m) || desired.held_users.contains(*m))
+                            && !being_deleted.contains(*m)
+                            && scim_of(m).is_some()
+                    })
+                    .cloned()
+                    .collect();
+                let members: Vec<Member> = if policy.sync_memberships {
+                    carried
+                        .iter()
+                        .map(|m| Member {
+                            user: Some(m.clone()),
+                            label: label(m),
+                            scim_id: scim_of(m),
+                            drift: false,
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                summary.groups_rename += 1;
+                actions.push(Action::RenameGroup {
+                    group: gid.clone(),
+                    old_scim_id: have.scim_id.clone(),
+                    old_name: have.display_name.clone(),
+                    display_name: want.display_name.clone(),
+                    members,
+                    delete_old: policy.delete_groups,
+                });
+                (None, carried, BTreeMap::new())
+            }
             Some(have) => {
                 let adopt = (have.link != LinkState::Linked).then_some(have.link);
                 let mut changes = Vec::new();
@@ -685,6 +846,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 (None, BTreeSet::new(), BTreeMap::new())
             }
         };
+        let drifted = actual.groups.get(gid).map(|g| &g.drift);
         if !policy.sync_memberships {
             continue;
         }
@@ -696,6 +858,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 user: Some(m.clone()),
                 label: label(m),
                 scim_id: scim_of(m),
+                drift: drifted.is_some_and(|d| d.contains(m)),
             })
             .collect();
         summary.members_add += adds.len();
@@ -722,6 +885,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                     user: Some(m.clone()),
                     label: label(m),
                     scim_id: Some(s),
+                    drift: drifted.is_some_and(|d| d.contains(m)),
                 })
             })
             .collect();
@@ -729,6 +893,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             user: None,
             label: l.clone(),
             scim_id: Some(sid.clone()),
+            drift: false,
         }));
         summary.members_remove += removes.len();
         for chunk in chunks(removes, policy.member_chunk) {
@@ -755,6 +920,14 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 display_name: have.display_name.clone(),
             });
         }
+        for r in &actual.retired_groups {
+            summary.groups_retire += 1;
+            actions.push(Action::RetireGroup {
+                group: r.group.clone(),
+                scim_id: r.scim_id.clone(),
+                display_name: r.display_name.clone(),
+            });
+        }
     }
 
     // Stable order: phase, then subject; chunks of one group keep their order.
@@ -766,7 +939,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
 
     summary.invalid = desired.rejects.len();
     summary.conflicts = actual.conflicts.len();
-    let mut notes = Vec::new();
+    let mut notes = desired.group_notes.clone();
     let s = &desired.stats;
     if s.out_of_group_scope > 0 {
         notes.push(format!(

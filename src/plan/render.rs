@@ -81,6 +81,7 @@ fn risk_words(kind: RiskKind) -> &'static str {
         RiskKind::UserDelete => "user delete",
         RiskKind::GroupDelete => "group delete",
         RiskKind::LargeMemberRemoval => "large member removal",
+        RiskKind::GroupRename => "group replaced",
     }
 }
 
@@ -101,6 +102,14 @@ fn risk_marker(plan: &Plan, style: Style, resource: &str, subject: &str) -> Stri
         "  {}",
         style.paint("1;31", &format!("[risk: {}]", words.join(", ")))
     )
+}
+
+fn member_line(m: &crate::plan::Member) -> String {
+    if m.drift {
+        format!("{}  (changed in the target)", m.label)
+    } else {
+        m.label.clone()
+    }
 }
 
 /// Render a plan for a terminal or a log. `header` lines go first.
@@ -232,6 +241,43 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                     .or_default()
                     .head = Some(format!("  {} group {display_name}", style.sym('-')));
             }
+            Action::RenameGroup {
+                group,
+                old_name,
+                display_name,
+                members,
+                delete_old,
+                ..
+            } => {
+                used[1] = true;
+                let old = if *delete_old {
+                    format!("delete `{old_name}`")
+                } else {
+                    format!("leave `{old_name}` in place (policy.delete_groups = false)")
+                };
+                groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default()
+                    .head = Some(format!(
+                    "  {} group {old_name} -> {display_name}  (rename: the target cannot rename groups; create `{display_name}`, move {} members, {old}; product access granted to the old group must be granted to the new one)",
+                    style.sym('~'),
+                    members.len()
+                ));
+            }
+            Action::RetireGroup {
+                group,
+                display_name,
+                ..
+            } => {
+                used[3] = true;
+                groups
+                    .entry((display_name.clone(), group.0.clone()))
+                    .or_default()
+                    .head = Some(format!(
+                    "  {} group {display_name}  (old group of a rename, still to delete)",
+                    style.sym('-')
+                ));
+            }
             Action::AddMembers {
                 group,
                 display_name,
@@ -242,7 +288,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                 let g = groups
                     .entry((display_name.clone(), group.0.clone()))
                     .or_default();
-                g.adds.extend(members.iter().map(|m| m.label.clone()));
+                g.adds.extend(members.iter().map(member_line));
             }
             Action::RemoveMembers {
                 group,
@@ -254,7 +300,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                 let g = groups
                     .entry((display_name.clone(), group.0.clone()))
                     .or_default();
-                g.removes.extend(members.iter().map(|m| m.label.clone()));
+                g.removes.extend(members.iter().map(member_line));
             }
             _ => {}
         }
@@ -382,8 +428,14 @@ pub fn summary_line(plan: &Plan) -> String {
     if s.users_link > 0 {
         parts.push(format!("{} to link", s.users_link));
     }
+    if s.groups_rename > 0 {
+        parts.push(format!("{} to rename", s.groups_rename));
+    }
     parts.push(format!("{} to disable", s.users_disable));
-    parts.push(format!("{} to delete", s.users_delete + s.groups_delete));
+    parts.push(format!(
+        "{} to delete",
+        s.users_delete + s.groups_delete + s.groups_retire
+    ));
     let mut line = format!(
         "Plan: {}; {} membership changes (+{} -{})",
         parts.join(", "),
@@ -461,6 +513,7 @@ mod tests {
                             user: Some(SourceId(format!("u{i}"))),
                             label: format!("u{i}@example.com"),
                             scim_id: Some(ScimId(format!("su{i}"))),
+                            drift: false,
                         })
                         .collect(),
                 },

@@ -30,6 +30,9 @@ pub enum RiskKind {
     GroupDelete,
     /// Many members leave one group.
     LargeMemberRemoval,
+    /// A group is replaced by a new one under its new name (no rename in
+    /// the target).
+    GroupRename,
 }
 
 /// One flagged action (or group of membership actions).
@@ -112,6 +115,24 @@ pub fn assess(plan: &Plan, large_member_removal: usize) -> Vec<Risk> {
                 subject: display_name.clone(),
                 reason: "the group is deleted in the target, with every product access it grants".into(),
             }),
+            Action::RetireGroup { display_name, .. } => risks.push(Risk {
+                kind: RiskKind::GroupDelete,
+                resource: "group".into(),
+                subject: display_name.clone(),
+                reason: "the old group of a rename is deleted, with every product access it grants".into(),
+            }),
+            Action::RenameGroup {
+                old_name,
+                display_name,
+                ..
+            } => risks.push(Risk {
+                kind: RiskKind::GroupRename,
+                resource: "group".into(),
+                subject: display_name.clone(),
+                reason: format!(
+                    "the target cannot rename groups: `{display_name}` is a new group, and product access granted to `{old_name}` is not carried over (grant it to the new group in Atlassian admin)"
+                ),
+            }),
             Action::RemoveMembers {
                 display_name,
                 members,
@@ -171,6 +192,7 @@ mod tests {
                     user: Some(SourceId(format!("u{i}"))),
                     label: format!("u{i}@example.com"),
                     scim_id: Some(ScimId(format!("s{i}"))),
+                    drift: false,
                 })
                 .collect(),
         }

@@ -39,6 +39,7 @@ fn policy() -> Policy {
         update_groups: true,
         delete_groups: true,
         sync_memberships: true,
+        group_name_ci: true,
         group_rename: false,
         member_chunk: 2,
         reconcile_interval: Duration::from_secs(24 * 3600),
@@ -134,6 +135,7 @@ fn group(scim_id: &str, id: &str, members: &[&str]) -> ActualGroup {
         members: ids(members),
         foreign_members: BTreeMap::new(),
         link: LinkState::Linked,
+        drift: BTreeSet::new(),
     }
 }
 
@@ -705,11 +707,13 @@ fn new_group_is_created_and_members_added_in_chunks() {
                         user: Some(sid("1")),
                         label: "ann@x.org".into(),
                         scim_id: Some(scim("s1")),
+                        drift: false,
                     },
                     Member {
                         user: Some(sid("2")),
                         label: "bo@x.org".into(),
                         scim_id: Some(scim("s2")),
+                        drift: false,
                     },
                 ],
             },
@@ -721,6 +725,7 @@ fn new_group_is_created_and_members_added_in_chunks() {
                     user: Some(sid("3")),
                     label: "cy@x.org".into(),
                     scim_id: None,
+                    drift: false,
                 }],
             },
         ]
@@ -776,6 +781,7 @@ fn existing_group_gets_the_member_set_difference() {
             user: Some(sid("2")),
             label: "bo@x.org".into(),
             scim_id: Some(scim("s2")),
+            drift: false,
         }]
     );
     assert_eq!(plan.summary.members_add, 2);
@@ -807,6 +813,7 @@ fn foreign_members_are_removed() {
         user: None,
         label: label.into(),
         scim_id: Some(scim(id)),
+        drift: false,
     };
     assert_eq!(
         removed,
@@ -913,12 +920,207 @@ fn matched_group_is_adopted_and_its_external_id_set() {
 }
 
 #[test]
-fn group_is_renamed_only_where_the_target_allows_it() {
+fn rename_moves_the_members_that_stay_and_adds_new_ones_after_the_create() {
+    // g renamed "Old name" -> "Group g"; u1 stays, u2 left the group, u3 is
+    // created in this run, u4 is held (rejected record: keeps its membership).
+    let mut d = desired(
+        vec![("u1", attrs("u1", "one")), ("u3", attrs("u3", "three"))],
+        vec![("g", &["u1", "u3"])],
+    );
+    d.held_users.insert(sid("u4"));
+    let mut g = group("sg", "g", &["u1", "u2", "u4"]);
+    g.display_name = "Old name".into();
+    let a = actual(
+        vec![
+            ("u1", linked("s1", attrs("u1", "one"))),
+            ("u2", linked("s2", attrs("u2", "two"))),
+            ("u4", linked("s4", attrs("u4", "four"))),
+        ],
+        vec![("g", g)],
+    );
+    let plan = compute(&d, &a, &policy());
+    let renames: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::RenameGroup { .. }))
+        .collect();
+    let [
+        Action::RenameGroup {
+            old_scim_id,
+            old_name,
+            display_name,
+            members,
+            delete_old,
+            ..
+        },
+    ] = renames.as_slice()
+    else {
+        panic!("one rename: {:?}", plan.actions)
+    };
+    assert_eq!(old_scim_id, &scim("sg"));
+    assert_eq!(old_name, "Old name");
+    assert_eq!(display_name, "Group g");
+    assert!(*delete_old);
+    let moved: Vec<&str> = members
+        .iter()
+        .filter_map(|m| m.user.as_ref())
+        .map(SourceId::as_str)
+        .collect();
+    assert_eq!(moved, ["u1", "u4"]);
+    // u3 joins the new group after its create; nothing is removed (the old
+    // group goes as a whole) and no DeleteGroup is planned for the old group.
+    let adds: Vec<&Action> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::AddMembers { .. }))
+        .collect();
+    assert!(
+        matches!(
+            adds.as_slice(),
+            [Action::AddMembers { group_scim_id: None, members, .. }] if members.len() == 1 && members[0].user == Some(sid("u3"))
+        ),
+        "{adds:?}"
+    );
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveMembers { .. } | Action::DeleteGroup { .. }))
+    );
+    assert_eq!(plan.summary.groups_rename, 1);
+    assert!(render::summary_line(&plan).contains("1 to rename"));
+    let text = render::render_human(&plan, &[], render::Style { color: false });
+    assert!(text.contains("group Old name -> Group g"), "{text}");
+    assert!(text.contains("move 2 members"), "{text}");
+
+    // Deleting groups switched off: the old group is left in place.
+    let keep = compute(
+        &d,
+        &a,
+        &Policy {
+            delete_groups: false,
+            ..policy()
+        },
+    );
+    assert!(keep.actions.iter().any(|a| matches!(
+        a,
+        Action::RenameGroup {
+            delete_old: false,
+            ..
+        }
+    )));
+    // Creating groups switched off: no rename at all.
+    let none = compute(
+        &d,
+        &a,
+        &Policy {
+            create_groups: false,
+            ..policy()
+        },
+    );
+    assert!(
+        !none
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RenameGroup { .. }))
+    );
+}
+
+#[test]
+fn a_name_differing_only_in_case_is_no_rename_on_a_case_insensitive_target() {
+    let d = desired(vec![], vec![("g", &[])]);
+    let mut g = group("sg", "g", &[]);
+    g.display_name = "GROUP G".into();
+    let a = actual(vec![], vec![("g", g)]);
+    assert!(compute(&d, &a, &policy()).actions.is_empty());
+}
+
+#[test]
+fn retired_groups_are_deleted_only_when_groups_may_be_deleted() {
+    let d = desired(vec![], vec![]);
+    let a = Actual {
+        retired_groups: vec![RetiredGroup {
+            group: sid("g"),
+            scim_id: scim("old"),
+            display_name: "Old".into(),
+        }],
+        ..Actual::default()
+    };
+    let plan = compute(&d, &a, &policy());
+    assert_eq!(
+        plan.actions,
+        vec![Action::RetireGroup {
+            group: sid("g"),
+            scim_id: scim("old"),
+            display_name: "Old".into()
+        }]
+    );
+    assert_eq!(plan.actions[0].phase(), 7);
+    assert!(render::summary_line(&plan).contains("1 to delete"));
+    assert!(
+        compute(
+            &d,
+            &a,
+            &Policy {
+                delete_groups: false,
+                ..policy()
+            }
+        )
+        .actions
+        .is_empty()
+    );
+}
+
+#[test]
+fn membership_drift_is_marked_on_the_corrective_actions() {
+    let d = desired(
+        vec![("u1", attrs("u1", "one")), ("u2", attrs("u2", "two"))],
+        vec![("g", &["u1"])],
+    );
+    let mut g = group("sg", "g", &["u2"]);
+    g.drift = ids(&["u1", "u2"]);
+    let a = actual(
+        vec![
+            ("u1", linked("s1", attrs("u1", "one"))),
+            ("u2", linked("s2", attrs("u2", "two"))),
+        ],
+        vec![("g", g)],
+    );
+    let plan = compute(&d, &a, &policy());
+    let marked: Vec<(bool, Option<&SourceId>)> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AddMembers { members, .. } | Action::RemoveMembers { members, .. } => {
+                Some(members)
+            }
+            _ => None,
+        })
+        .flatten()
+        .map(|m| (m.drift, m.user.as_ref()))
+        .collect();
+    assert_eq!(
+        marked,
+        vec![(true, Some(&sid("u1"))), (true, Some(&sid("u2")))]
+    );
+    let text = render::render_human(&plan, &[], render::Style { color: false });
+    assert!(
+        text.contains("member one@x.org  (changed in the target)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn group_is_renamed_in_place_only_where_the_target_allows_it() {
     let d = desired(vec![], vec![("g", &[])]);
     let mut g = group("sg", "g", &[]);
     g.display_name = "Old name".into();
     let a = actual(vec![], vec![("g", g)]);
-    assert!(compute(&d, &a, &policy()).actions.is_empty());
+    // Atlassian: no rename in place; replaced (see the rename tests).
+    assert!(matches!(
+        compute(&d, &a, &policy()).actions.as_slice(),
+        [Action::RenameGroup { .. }]
+    ));
     let p = Policy {
         group_rename: true,
         ..policy()
@@ -1208,6 +1410,7 @@ fn apply_to(actual: &Actual, plan: &Plan) -> Actual {
                         members: BTreeSet::new(),
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
+                        drift: BTreeSet::new(),
                     },
                 );
             }
@@ -1234,6 +1437,43 @@ fn apply_to(actual: &Actual, plan: &Plan) -> Actual {
                     }
                 }
                 g.link = LinkState::Linked;
+            }
+            Action::RenameGroup {
+                group,
+                old_scim_id,
+                display_name,
+                members,
+                delete_old,
+                ..
+            } => {
+                let old = a.groups.remove(group).expect("renamed group exists");
+                assert_eq!(&old.scim_id, old_scim_id);
+                assert_ne!(&old.display_name, display_name);
+                let mut moved = BTreeSet::new();
+                for m in members {
+                    let id = m.user.as_ref().expect("moved members are managed users");
+                    assert!(old.members.contains(id), "{id} moved but was not a member");
+                    assert!(moved.insert(id.clone()), "{id} moved twice");
+                }
+                // Deleted, or (delete_old false) left behind unmanaged.
+                let _ = delete_old;
+                a.groups.insert(
+                    group.clone(),
+                    ActualGroup {
+                        scim_id: ScimId(format!("renamed-g-{group}")),
+                        display_name: display_name.clone(),
+                        external_id: Some(group.0.clone()),
+                        members: moved,
+                        foreign_members: BTreeMap::new(),
+                        link: LinkState::Linked,
+                        drift: BTreeSet::new(),
+                    },
+                );
+            }
+            Action::RetireGroup { scim_id, .. } => {
+                let before = a.retired_groups.len();
+                a.retired_groups.retain(|r| &r.scim_id != scim_id);
+                assert_eq!(a.retired_groups.len() + 1, before, "retired {scim_id} once");
             }
             Action::CreateUser { user, attrs, .. } => {
                 assert!(!a.users.contains_key(user), "user {user} created twice");
@@ -1571,6 +1811,7 @@ fn arb_world() -> impl Strategy<Value = (Desired, Actual)> {
                         } else {
                             LinkState::MatchedDisplayName
                         },
+                        drift: BTreeSet::new(),
                     },
                 );
             }
@@ -1615,7 +1856,8 @@ fn assert_converged(d: &Desired, p: &Policy, before: &Actual, after: &Actual) {
         assert_eq!(have.link, LinkState::Linked);
         assert_eq!(have.external_id.as_deref(), Some(gid.as_str()));
         assert!(have.foreign_members.is_empty());
-        if p.group_rename {
+        if p.group_rename || (p.update_groups && p.create_groups) {
+            // Renamed in place, or replaced by a new group of the new name.
             assert_eq!(have.display_name, want.display_name);
         } else {
             assert_eq!(
@@ -1712,6 +1954,7 @@ fn all_groups() -> GroupSettings {
     GroupSettings {
         push: None,
         adopt_existing: true,
+        ..GroupSettings::default()
     }
 }
 

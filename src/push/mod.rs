@@ -47,6 +47,8 @@ pub struct Context<'a> {
     pub cancel: CancellationToken,
     /// Called after each finished action with (actions done, actions in all).
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    /// Member values per group PATCH.
+    pub member_chunk: usize,
 }
 
 /// How an apply ended.
@@ -200,6 +202,9 @@ impl Row<'_> {
         })
     }
 }
+
+/// Detail of a membership change that corrects drift.
+const DRIFT: &str = "drift: the target's membership differed from what scimsync last pushed (edited in the target, or a change it acknowledged but did not apply)";
 
 fn describe(e: &ScimError) -> String {
     match e {
@@ -366,6 +371,9 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
     // Journal a create (committed) before anything is sent: if the run is cut
     // off between the POST and its outcome, the next run finds the entry
     // unresolved and looks the resource up instead of posting it again.
+    // (A rename's create needs no entry: its group stays linked to the old
+    // group until the answer is recorded, and a repeated POST meets 409 and
+    // the lookup that links the group it finds under the new name.)
     if let Action::CreateUser { user: id, .. } | Action::CreateGroup { group: id, .. } = action {
         ctx.recorder.send(vec![Record::Intent {
             app: ctx.app.into(),
@@ -606,7 +614,7 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                         outcome,
                         status,
                         scim_type,
-                        detail.clone(),
+                        detail.clone().or_else(|| m.drift.then(|| DRIFT.to_owned())),
                         attempts,
                     )
                 })
@@ -635,6 +643,32 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
                 }
             }
         }
+        Action::RenameGroup {
+            group,
+            old_scim_id,
+            old_name,
+            display_name,
+            members,
+            delete_old,
+        } => {
+            rename_group(
+                ctx,
+                shared,
+                &row,
+                group,
+                old_scim_id,
+                old_name,
+                display_name,
+                members,
+                *delete_old,
+            )
+            .await
+        }
+        Action::RetireGroup {
+            group,
+            scim_id,
+            display_name,
+        } => retire_group(ctx, shared, &row, group, scim_id, display_name).await,
         Action::DeleteGroup {
             group,
             scim_id,
@@ -767,7 +801,17 @@ fn mark_all(action: &Action, row: &Row<'_>, outcome: &str, reason: &str) -> Done
                     display_name,
                     scim_id,
                     ..
+                }
+                | Action::RetireGroup {
+                    display_name,
+                    scim_id,
+                    ..
                 } => (display_name.as_str(), Some(scim_id)),
+                Action::RenameGroup {
+                    display_name,
+                    old_scim_id,
+                    ..
+                } => (display_name.as_str(), Some(old_scim_id)),
                 Action::AddMembers { .. } | Action::RemoveMembers { .. } => {
                     unreachable!("handled above")
                 }
@@ -1541,7 +1585,7 @@ async fn add_members(
                         "applied",
                         Some(r.status),
                         None,
-                        None,
+                        m.drift.then(|| DRIFT.to_owned()),
                         r.attempts,
                     ));
                 }
@@ -1591,4 +1635,256 @@ async fn send_add<'m>(
         .patch("Groups", group_id, vec![scim::add_members_op(&refs)])
         .await;
     (batch, r)
+}
+
+/// A rename on a target that cannot rename: create the new group, move the
+/// members that stay, delete the old group. The store follows each step
+/// (the new link and the old group's retirement in one transaction, then
+/// each moved chunk), so a run cut off anywhere resumes from what is done.
+#[allow(clippy::too_many_arguments)]
+async fn rename_group(
+    ctx: &Context<'_>,
+    shared: &Shared,
+    row: &Row<'_>,
+    group: &SourceId,
+    old_scim_id: &ScimId,
+    old_name: &str,
+    display_name: &str,
+    members: &[Member],
+    delete_old: bool,
+) -> Done {
+    let create_row = Row {
+        action: "create",
+        ..*row
+    };
+    let created = create_group(ctx, shared, &create_row, group, display_name).await;
+    let Some(new_id) = shared.groups.lock().expect("not poisoned").id(group) else {
+        // The new group could not be created: the old one stays linked, with
+        // its members, and the next run tries again.
+        let mut created = created;
+        created.records.extend(
+            mark_all(
+                &Action::AddMembers {
+                    group: group.clone(),
+                    display_name: display_name.to_owned(),
+                    group_scim_id: None,
+                    members: members.to_vec(),
+                },
+                &Row {
+                    resource: "membership",
+                    action: "add_member",
+                    ..*row
+                },
+                "skipped",
+                "skipped: the renamed group could not be created; the old group keeps its members",
+            )
+            .records,
+        );
+        return created;
+    };
+    // One transaction: the new link (from the create), the old group retired,
+    // and the stored members reset to none (the new group starts empty).
+    let mut records = created.records;
+    if delete_old {
+        records.push(Record::GroupRetire {
+            app: ctx.app.into(),
+            source_id: group.clone(),
+            scim_id: old_scim_id.clone(),
+            display_name: old_name.to_owned(),
+        });
+    }
+    records.push(Record::MembersReset {
+        app: ctx.app.into(),
+        group: group.clone(),
+        members: vec![],
+    });
+    ctx.recorder.send(records);
+    ctx.recorder.flush().await;
+
+    let mut done = Done {
+        records: Vec::new(),
+        applied: created.applied,
+        failed: created.failed,
+        skipped: created.skipped,
+    };
+    let member_row = Row {
+        resource: "membership",
+        action: "add_member",
+        ..*row
+    };
+    let mut moved_all = true;
+    for chunk in members.chunks(ctx.member_chunk.max(1)) {
+        let moved = add_members(
+            ctx,
+            shared,
+            &member_row,
+            group,
+            display_name,
+            Some(&new_id),
+            chunk,
+        )
+        .await;
+        moved_all &= moved.failed == 0 && moved.skipped == 0;
+        done.applied += moved.applied;
+        done.failed += moved.failed;
+        done.skipped += moved.skipped;
+        ctx.recorder.send(moved.records);
+    }
+    let summary = format!(
+        "renamed `{old_name}` to `{display_name}`: the target cannot rename groups, so `{display_name}` was created and {} members moved",
+        members.len()
+    );
+    if !delete_old {
+        done.records.push(row.record(
+            Some(group),
+            Some(display_name),
+            None,
+            None,
+            Some(&new_id),
+            "applied",
+            None,
+            None,
+            Some(format!(
+                "{summary}; the old group `{old_name}` ({old_scim_id}) is left in the target (policy.delete_groups = false): remove it by hand"
+            )),
+            0,
+        ));
+        return done;
+    }
+    if !moved_all {
+        // Keep the old group (and its members' access) until every member
+        // has moved: the next run moves the rest, then deletes it.
+        done.records.push(row.record(
+            Some(group),
+            Some(display_name),
+            None,
+            None,
+            Some(&new_id),
+            "applied",
+            None,
+            None,
+            Some(format!(
+                "{summary}, some failed to move; the old group `{old_name}` is kept until they have, and deleted by a later run"
+            )),
+            0,
+        ));
+        return done;
+    }
+    let retired = retire_group(ctx, shared, row, group, old_scim_id, old_name).await;
+    let ok = retired.failed == 0;
+    done.records.extend(retired.records);
+    done.records.push(row.record(
+        Some(group),
+        Some(display_name),
+        None,
+        None,
+        Some(&new_id),
+        if ok { "applied" } else { "failed" },
+        None,
+        None,
+        Some(if ok {
+            format!("{summary}, and the old group deleted")
+        } else {
+            format!("{summary}; deleting the old group `{old_name}` failed (see its row): the next run deletes it")
+        }),
+        0,
+    ));
+    if !ok {
+        done.failed += 1;
+    }
+    done
+}
+
+/// DELETE the old group of a rename, unless this run could not create its
+/// replacement (then the old group keeps serving its members).
+async fn retire_group(
+    ctx: &Context<'_>,
+    shared: &Shared,
+    row: &Row<'_>,
+    group: &SourceId,
+    scim_id: &ScimId,
+    display_name: &str,
+) -> Done {
+    let row = Row {
+        action: "delete",
+        ..*row
+    };
+    if shared
+        .failed_groups
+        .lock()
+        .expect("not poisoned")
+        .contains(group)
+    {
+        return Done {
+            records: vec![row.record(
+                Some(group),
+                Some(display_name),
+                None,
+                None,
+                Some(scim_id),
+                "skipped",
+                None,
+                None,
+                Some("old group of a rename kept: its replacement could not be created in this run".into()),
+                0,
+            )],
+            applied: 0,
+            failed: 0,
+            skipped: 1,
+        };
+    }
+    let gone = Record::GroupRetired {
+        app: ctx.app.into(),
+        scim_id: scim_id.clone(),
+    };
+    match ctx.client.delete("Groups", scim_id).await {
+        Ok(r) => done_ok(vec![
+            row.record(
+                Some(group),
+                Some(display_name),
+                None,
+                None,
+                Some(scim_id),
+                "applied",
+                Some(r.status),
+                None,
+                Some("old group of a rename deleted".into()),
+                r.attempts,
+            ),
+            gone,
+        ]),
+        Err(f) if f.error.status() == Some(404) => done_ok(vec![
+            row.record(
+                Some(group),
+                Some(display_name),
+                None,
+                None,
+                Some(scim_id),
+                "applied",
+                Some(404),
+                None,
+                Some("old group of a rename was already gone".into()),
+                f.attempts,
+            ),
+            gone,
+        ]),
+        Err(f) => {
+            shared.check_fatal(&f.error);
+            done_failed(vec![row.record(
+                Some(group),
+                Some(display_name),
+                None,
+                None,
+                Some(scim_id),
+                "failed",
+                f.error.status(),
+                f.error.scim_type(),
+                Some(format!(
+                    "old group of a rename not deleted: {}; the next run tries again",
+                    describe(&f.error)
+                )),
+                f.attempts,
+            )])
+        }
+    }
 }

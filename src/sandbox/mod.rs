@@ -338,6 +338,12 @@ impl Sandbox {
         lock(&self.inner.store).set_user_attr(id, path, value)
     }
 
+    /// Simulate an admin editing a group's members in Atlassian (drift):
+    /// add and remove user ids. False if the group does not exist.
+    pub fn edit_group_members(&self, gid: &str, add: &[&str], remove: &[&str]) -> bool {
+        lock(&self.inner.store).edit_members(gid, add, remove)
+    }
+
     // ---- request pipeline ----------------------------------------------------------
 
     fn record(&self, route: Route) {

@@ -578,6 +578,20 @@ impl Store {
         })
     }
 
+    /// Add and remove members directly (test control, not a SCIM operation).
+    pub fn edit_members(&mut self, gid: &str, add: &[&str], remove: &[&str]) -> bool {
+        if !self.groups.contains_key(gid) {
+            return false;
+        }
+        for uid in add {
+            self.add_member(gid, uid);
+        }
+        for uid in remove {
+            self.remove_member(gid, uid);
+        }
+        true
+    }
+
     fn add_member(&mut self, gid: &str, uid: &str) {
         if let Some(g) = self.groups.get_mut(gid)
             && g.members.insert(uid.to_owned())

@@ -142,6 +142,7 @@ fn all_groups() -> GroupSettings {
     GroupSettings {
         push: None,
         adopt_existing: true,
+        ..GroupSettings::default()
     }
 }
 

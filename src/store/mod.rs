@@ -22,10 +22,14 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ScimId, SourceId};
-use crate::plan::Attrs;
+use crate::plan::{Attrs, RetiredGroup};
 
 /// Ordered schema migrations; index + 1 is the `user_version` they lead to.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("schema_2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("schema_2.sql"),
+    include_str!("schema_3.sql"),
+];
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -365,6 +369,26 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Old groups of renames still to delete, oldest first.
+    pub fn retired_groups(&self, app: &str) -> Result<Vec<RetiredGroup>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source_id, scim_id, display_name FROM retired_groups WHERE app = ?1 ORDER BY retired_at, scim_id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([app], |r| {
+                Ok(RetiredGroup {
+                    group: SourceId(r.get(0)?),
+                    scim_id: ScimId(r.get(1)?),
+                    display_name: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Source ids whose create was journalled but never linked: a run was cut

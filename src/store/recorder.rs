@@ -93,6 +93,24 @@ pub enum Record {
         /// Name.
         display_name: String,
     },
+    /// Record the old group of a rename, to be deleted.
+    GroupRetire {
+        /// Target name.
+        app: String,
+        /// The renamed source group.
+        source_id: SourceId,
+        /// The old group's target id.
+        scim_id: ScimId,
+        /// The old name.
+        display_name: String,
+    },
+    /// The old group of a rename is gone.
+    GroupRetired {
+        /// Target name.
+        app: String,
+        /// The old group's target id.
+        scim_id: ScimId,
+    },
     /// Forget a group link and its stored memberships.
     GroupUnlink {
         /// Target name.
@@ -212,6 +230,20 @@ pub(super) fn apply_one(tx: &Transaction<'_>, rec: &Record) -> rusqlite::Result<
             scim_id,
             display_name,
         } => {
+            // The group may move from another source record (re-keyed in the
+            // source): its stored members move with it.
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO memberships (app, group_id, user_id)
+                 SELECT m.app, ?3, m.user_id FROM memberships m JOIN group_links l
+                   ON l.app = m.app AND l.source_id = m.group_id
+                 WHERE l.app = ?1 AND l.scim_id = ?2 AND l.source_id <> ?3",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
+            tx.prepare_cached(
+                "DELETE FROM memberships WHERE app = ?1 AND group_id IN
+                   (SELECT source_id FROM group_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3)",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str()])?;
             tx.prepare_cached(
                 "DELETE FROM group_links WHERE app = ?1 AND scim_id = ?2 AND source_id <> ?3",
             )?
@@ -221,6 +253,21 @@ pub(super) fn apply_one(tx: &Transaction<'_>, rec: &Record) -> rusqlite::Result<
                  ON CONFLICT(app, source_id) DO UPDATE SET scim_id = excluded.scim_id, display_name = excluded.display_name, updated_at = excluded.updated_at",
             )?
             .execute(params![app, source_id.as_str(), scim_id.as_str(), display_name, now])?;
+        }
+        Record::GroupRetire {
+            app,
+            source_id,
+            scim_id,
+            display_name,
+        } => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO retired_groups (app, scim_id, source_id, display_name, retired_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![app, scim_id.as_str(), source_id.as_str(), display_name, now])?;
+        }
+        Record::GroupRetired { app, scim_id } => {
+            tx.prepare_cached("DELETE FROM retired_groups WHERE app = ?1 AND scim_id = ?2")?
+                .execute(params![app, scim_id.as_str()])?;
         }
         Record::GroupUnlink { app, source_id } => {
             tx.prepare_cached("DELETE FROM group_links WHERE app = ?1 AND source_id = ?2")?

@@ -61,7 +61,8 @@ async fn update_of_an_account_deleted_in_the_target_unlinks_then_recreates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_source_group_that_exists_in_the_target_is_adopted() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    env.set_extra("[groups]\nadopt_existing = true\n");
     env.write_users(&five_users());
     synced(&env).await;
     let gid = env

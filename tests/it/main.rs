@@ -13,6 +13,7 @@ mod cron;
 mod edge;
 mod faults;
 mod fuzz;
+mod groups;
 mod guard;
 mod hostile;
 mod import;

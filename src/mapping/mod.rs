@@ -8,7 +8,7 @@
 //! booleans, unique userName) before anything is sent; a user that fails is
 //! rejected with a reason and its target account is left untouched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,8 @@ use crate::connector::Profile;
 use crate::model::{Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem};
 use crate::plan::{Attrs, Desired, DesiredGroup, DesiredUser};
 use crate::scim::AttrPath;
+
+pub mod nested;
 
 /// A template as written: one string or a list of alternatives.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -434,17 +436,42 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         ..ScopeStats::default()
     };
 
+    // Nested groups: effective (flattened) membership, used by the scope and
+    // by the pushed groups alike.
+    let user_ids: HashSet<&SourceId> = snapshot.users.iter().map(|u| &u.id).collect();
+    let flat = nested::flatten(&snapshot.groups, |m| user_ids.contains(m));
+    let members_of = |i: usize| -> &BTreeSet<SourceId> {
+        flat.members[i]
+            .as_ref()
+            .unwrap_or(&snapshot.groups[i].members)
+    };
+    let mut group_notes = Vec::new();
+    if flat.nesting > 0 {
+        group_notes.push(format!(
+            "{} source groups contain groups: flattened to their users (the target has no nested groups)",
+            flat.nesting
+        ));
+    }
+    for cycle in &flat.cycles {
+        let names: Vec<&str> = cycle.iter().map(SourceId::as_str).collect();
+        group_notes.push(format!(
+            "group cycle in the source: {} contain each other; each gets the members of all of them",
+            names.join(", ")
+        ));
+    }
+
     // Group scope: the set of users that are members of a scope group.
     let scope_members: Option<BTreeSet<&SourceId>> =
         (!mapping.scope.groups.is_empty()).then(|| {
             snapshot
                 .groups
                 .iter()
-                .filter(|g| {
+                .enumerate()
+                .filter(|(_, g)| {
                     mapping.scope.groups.contains(&g.name.to_lowercase())
                         || mapping.scope.groups.contains(&g.id.0.to_lowercase())
                 })
-                .flat_map(|g| g.members.iter())
+                .flat_map(|(i, _)| members_of(i).iter())
                 .collect()
         });
 
@@ -547,30 +574,31 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         .as_ref()
         .map(|names| names.iter().map(|n| n.to_lowercase()).collect());
     let mut desired_groups: BTreeMap<SourceId, DesiredGroup> = BTreeMap::new();
-    let mut by_group_name: HashMap<String, Vec<SourceId>> = HashMap::new();
-    for g in &snapshot.groups {
+    let mut origins_of_groups: HashMap<SourceId, Origin> = HashMap::new();
+    let is_default = |g: &crate::model::SourceGroup| {
+        groups
+            .default_groups
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&g.name) || d.eq_ignore_ascii_case(g.id.as_str()))
+    };
+    for (i, g) in snapshot.groups.iter().enumerate() {
         if held_groups.contains(&g.id) {
             continue;
         }
         if let Some(push) = &push
             && !push.contains(&g.name.to_lowercase())
             && !push.contains(&g.id.0.to_lowercase())
+            && !is_default(g)
         {
             stats.groups_not_pushed += 1;
             continue;
         }
-        let members = g
-            .members
+        let members = members_of(i)
             .iter()
             .filter(|m| users.contains_key(*m))
             .cloned()
             .collect();
-        let folded = if mapping.group_name_ci {
-            g.name.to_lowercase()
-        } else {
-            g.name.clone()
-        };
-        by_group_name.entry(folded).or_default().push(g.id.clone());
+        origins_of_groups.insert(g.id.clone(), g.origin.clone());
         desired_groups.insert(
             g.id.clone(),
             DesiredGroup {
@@ -578,6 +606,80 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
                 members,
             },
         );
+    }
+    // Default groups: every provisioned user joins them; one the source does
+    // not have is created under its name.
+    for name in &groups.default_groups {
+        let existing = snapshot.groups.iter().find(|g| {
+            g.name.eq_ignore_ascii_case(name) || g.id.as_str().eq_ignore_ascii_case(name)
+        });
+        let id = match existing {
+            Some(g) if held_groups.contains(&g.id) => continue,
+            Some(g) => g.id.clone(),
+            None => {
+                let id = SourceId(name.clone());
+                origins_of_groups.insert(
+                    id.clone(),
+                    Origin {
+                        file: "config".into(),
+                        location: "groups.default".into(),
+                    },
+                );
+                id
+            }
+        };
+        desired_groups
+            .entry(id)
+            .or_insert_with(|| DesiredGroup {
+                display_name: name.clone(),
+                members: BTreeSet::new(),
+            })
+            .members
+            .extend(users.keys().cloned());
+    }
+    // Names the target reserves, and groups over its member limit: refused.
+    let refused: Vec<(SourceId, String)> = desired_groups
+        .iter()
+        .filter_map(|(id, g)| {
+            if groups.reserved_names.contains(&g.display_name.to_lowercase()) {
+                return Some((id.clone(), format!(
+                    "`{}` is a reserved group name in the target (an Atlassian site or default-access group): a synced group of that name never reaches the sites or cannot be synced at all; rename the group in the source or leave it out (groups.push)",
+                    g.display_name
+                )));
+            }
+            match groups.max_members {
+                Some(max) if g.members.len() > max => Some((id.clone(), format!(
+                    "group `{}` would have {} members (nested groups included); the target allows at most {max} per group",
+                    g.display_name,
+                    g.members.len()
+                ))),
+                _ => None,
+            }
+        })
+        .collect();
+    for (id, reason) in refused {
+        if let Some(g) = desired_groups.remove(&id) {
+            held_groups.insert(id.clone());
+            rejects.push(Reject {
+                kind: RecordKind::Group,
+                origin: origins_of_groups.get(&id).cloned().unwrap_or(Origin {
+                    file: String::new(),
+                    location: String::new(),
+                }),
+                source_id: Some(id),
+                label: Some(g.display_name),
+                reason,
+            });
+        }
+    }
+    let mut by_group_name: HashMap<String, Vec<SourceId>> = HashMap::new();
+    for (id, g) in &desired_groups {
+        let folded = if mapping.group_name_ci {
+            g.display_name.to_lowercase()
+        } else {
+            g.display_name.clone()
+        };
+        by_group_name.entry(folded).or_default().push(id.clone());
     }
     // Sorted by id: the HashMap's iteration order must not leak into the plan.
     let mut dup_groups: Vec<(&SourceId, usize)> = by_group_name
@@ -589,12 +691,10 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     for (id, count) in dup_groups {
         if let Some(g) = desired_groups.remove(id) {
             held_groups.insert(id.clone());
-            let origin = snapshot
-                .groups
-                .iter()
-                .find(|s| s.id == *id)
-                .map(|s| s.origin.clone())
-                .expect("group came from the snapshot");
+            let origin = origins_of_groups.get(id).cloned().unwrap_or(Origin {
+                file: String::new(),
+                location: String::new(),
+            });
             rejects.push(Reject {
                 kind: RecordKind::Group,
                 origin,
@@ -618,6 +718,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         rejects,
         managed_paths: mapping.managed_paths(),
         stats,
+        group_notes,
     }
 }
 
@@ -744,6 +845,150 @@ mod tests {
         assert_eq!(e.key, "mapping.user_name_transform.pattern");
     }
 
+    fn sgroup(id: &str, name: &str, members: &[&str]) -> SourceGroup {
+        SourceGroup {
+            id: SourceId::from(id),
+            name: name.into(),
+            members: members.iter().map(|s| SourceId::from(*s)).collect(),
+            origin: Origin {
+                file: "g.csv".into(),
+                location: format!("group {id}"),
+            },
+        }
+    }
+
+    fn four_people(groups: Vec<SourceGroup>) -> Snapshot {
+        Snapshot {
+            users: vec![
+                full("1", "Ann", "Lee", "ann@x.org"),
+                full("2", "Bo", "Ek", "bo@x.org"),
+                full("3", "Cy", "Oh", "cy@x.org"),
+                full("4", "Di", "Ma", "di@x.org"),
+            ],
+            groups,
+            rejects: vec![],
+        }
+    }
+
+    fn member_ids(d: &Desired, group: &str) -> Vec<String> {
+        d.groups[&SourceId::from(group)]
+            .members
+            .iter()
+            .map(|m| m.0.clone())
+            .collect()
+    }
+
+    #[test]
+    fn nested_groups_are_flattened_for_scope_and_for_pushing() {
+        let m = mapping(
+            MappingConfig::default(),
+            ScopeConfig {
+                groups: vec!["All".into()],
+                email_domains: vec![],
+            },
+        );
+        let snapshot = four_people(vec![
+            sgroup("all", "All", &["1", "eng"]),
+            sgroup("eng", "Engineering", &["2", "be"]),
+            sgroup("be", "Backend", &["3"]),
+            sgroup("loop-a", "Loop A", &["loop-b", "4"]),
+            sgroup("loop-b", "Loop B", &["loop-a"]),
+        ]);
+        let d = desired_state(&snapshot, &m, &GroupSettings::default());
+        // Scope through nesting: 1, 2 (via eng) and 3 (via eng/be); 4 is only
+        // in the loop groups, out of scope.
+        assert_eq!(
+            d.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["1", "2", "3"]
+        );
+        assert_eq!(member_ids(&d, "all"), ["1", "2", "3"]);
+        assert_eq!(member_ids(&d, "eng"), ["2", "3"]);
+        assert_eq!(member_ids(&d, "be"), ["3"]);
+        assert!(member_ids(&d, "loop-a").is_empty(), "4 is out of scope");
+        assert!(
+            d.group_notes.iter().any(|n| n.contains("loop-a, loop-b")),
+            "{:?}",
+            d.group_notes
+        );
+        assert!(
+            d.group_notes
+                .iter()
+                .any(|n| n.starts_with("4 source groups contain groups"))
+        );
+    }
+
+    #[test]
+    fn default_groups_get_every_provisioned_user() {
+        let m = mapping(MappingConfig::default(), ScopeConfig::default());
+        let snapshot = four_people(vec![sgroup("eng", "Engineering", &["1"])]);
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                push: Some(vec!["nothing".into()]),
+                default_groups: vec!["All Staff".into(), "engineering".into()],
+                ..GroupSettings::default()
+            },
+        );
+        // Not in the source: created under its name; in the source: extended,
+        // and pushed although `push` does not list it.
+        assert_eq!(member_ids(&d, "All Staff"), ["1", "2", "3", "4"]);
+        assert_eq!(
+            d.groups[&SourceId::from("All Staff")].display_name,
+            "All Staff"
+        );
+        assert_eq!(member_ids(&d, "eng"), ["1", "2", "3", "4"]);
+        assert_eq!(d.groups[&SourceId::from("eng")].display_name, "Engineering");
+        assert_eq!(d.groups.len(), 2);
+    }
+
+    #[test]
+    fn reserved_names_and_oversized_groups_are_refused_with_a_reason() {
+        let m = mapping(MappingConfig::default(), ScopeConfig::default());
+        let snapshot = four_people(vec![
+            sgroup("c", "Confluence-Users", &["1"]),
+            sgroup("big", "Big", &["1", "2", "3"]),
+            sgroup("nest", "Nest", &["big", "4"]),
+            sgroup("ok", "Ok", &["1", "2"]),
+        ]);
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                reserved_names: ["confluence-users".to_owned()].into(),
+                max_members: Some(2),
+                ..GroupSettings::default()
+            },
+        );
+        assert_eq!(
+            d.groups.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["ok"]
+        );
+        let reasons: Vec<(&str, &str)> = d
+            .rejects
+            .iter()
+            .map(|r| (r.source_id.as_ref().unwrap().as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(
+            reasons
+                .iter()
+                .any(|(id, r)| *id == "c" && r.contains("reserved group name"))
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|(id, r)| *id == "big" && r.contains("3 members") && r.contains("at most 2"))
+        );
+        // Nested members count toward the limit.
+        assert!(
+            reasons
+                .iter()
+                .any(|(id, r)| *id == "nest" && r.contains("4 members"))
+        );
+        assert!(d.held_groups.contains(&SourceId::from("c")));
+    }
+
     #[test]
     fn scope_by_group_and_domain() {
         let m = mapping(
@@ -776,6 +1021,7 @@ mod tests {
             &GroupSettings {
                 push: None,
                 adopt_existing: true,
+                ..GroupSettings::default()
             },
         );
         assert_eq!(
@@ -812,6 +1058,7 @@ mod tests {
             &GroupSettings {
                 push: None,
                 adopt_existing: true,
+                ..GroupSettings::default()
             },
         );
         assert_eq!(d.users.len(), 1);
