@@ -184,7 +184,7 @@ impl std::fmt::Display for Kill {
     }
 }
 
-fn spawn_sync(env: &TestEnv, run: usize, args: &[&str]) -> Child {
+pub(crate) fn spawn_sync(env: &TestEnv, run: usize, args: &[&str]) -> Child {
     let out = File::create(env.path(&format!("run-{run:02}.out"))).expect("stdout file");
     let err = File::create(env.path(&format!("run-{run:02}.err"))).expect("stderr file");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_scimsync"));
@@ -211,13 +211,13 @@ fn spawn_sync(env: &TestEnv, run: usize, args: &[&str]) -> Child {
     cmd.spawn().expect("the scimsync binary starts")
 }
 
-fn stderr_of(env: &TestEnv, run: usize) -> String {
+pub(crate) fn stderr_of(env: &TestEnv, run: usize) -> String {
     let text = std::fs::read_to_string(env.path(&format!("run-{run:02}.err"))).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(15).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
-async fn kill_and_wait(child: Child) -> ExitStatus {
+pub(crate) async fn kill_and_wait(child: Child) -> ExitStatus {
     let pid = child.id().to_string();
     let killed = tokio::task::spawn_blocking(move || {
         Command::new("kill")
@@ -231,7 +231,7 @@ async fn kill_and_wait(child: Child) -> ExitStatus {
     wait(child).await
 }
 
-async fn wait(mut child: Child) -> ExitStatus {
+pub(crate) async fn wait(mut child: Child) -> ExitStatus {
     tokio::task::spawn_blocking(move || child.wait().expect("waiting for the child"))
         .await
         .expect("the wait thread does not panic")

@@ -599,3 +599,84 @@ async fn a_large_group_changes_in_chunks_and_reads_in_pages() {
     let g = env.target_group("Everyone").unwrap();
     assert_eq!(g["members"].as_array().unwrap().len(), 50_000);
 }
+
+/// A rename killed (SIGKILL) after its create, in the middle of moving the
+/// members, and before the old group's delete is answered: the next runs
+/// finish it, with one group of the new name holding every member and the
+/// old group gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_killed_at_any_step_is_finished_by_the_next_run() {
+    use crate::crash::{kill_and_wait, spawn_sync, stderr_of, wait};
+    use std::time::{Duration, Instant};
+
+    const N: usize = 450; // 5 member chunks of 100
+    // Writes of the rename: 1 POST, 5 PATCH (moves), 1 DELETE.
+    for kill_at in [1u64, 3, 6, 7] {
+        let env = TestEnv::new().await;
+        let rows: Vec<String> = (0..N)
+            .map(|i| {
+                user(
+                    &format!("{i}"),
+                    "P",
+                    &format!("N{i}"),
+                    &format!("p{i:03}@example.com"),
+                    "",
+                    "",
+                )
+            })
+            .collect();
+        env.write_users(&rows);
+        let eng: Vec<String> = (0..N).map(|i| format!("g,Engineering,{i}")).collect();
+        env.write_groups(&eng);
+        sync_ok(&env, &["sync"]).await;
+        let platform: Vec<String> = (0..N).map(|i| format!("g,Platform,{i}")).collect();
+        env.write_groups(&platform);
+        env.sb().reset_counts();
+        // Every group write is performed, then its answer held a while.
+        for route in [Route::CreateGroup, Route::PatchGroup, Route::DeleteGroup] {
+            env.sb().inject(
+                FaultRule::new(Some(route), Fault::Delay { millis: 200 }, 0).after_operation(),
+            );
+        }
+        let child = spawn_sync(&env, 1, &["sync"]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while env.sb().counts().writes < kill_at {
+            assert!(
+                Instant::now() < deadline,
+                "never reached {kill_at} writes: {}",
+                stderr_of(&env, 1)
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Let the sandbox perform the request that reached the threshold.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let status = kill_and_wait(child).await;
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "killed at {kill_at}"
+        );
+        env.sb().clear_faults();
+        for run in 2..=3 {
+            let child = spawn_sync(&env, run, &["sync", "--allow-deprovision"]);
+            let status = wait(child).await;
+            assert!(
+                status.success(),
+                "kill_at {kill_at}, run {run}: {}",
+                stderr_of(&env, run)
+            );
+        }
+        let names: Vec<String> = env
+            .sb()
+            .groups()
+            .iter()
+            .map(|g| g["displayName"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(names, ["Platform"], "kill_at {kill_at}");
+        assert_eq!(env.member_names("Platform").len(), N, "kill_at {kill_at}");
+        assert_eq!(retired_rows(&env), 0, "kill_at {kill_at}");
+        env.sb().reset_counts();
+        sync_ok(&env, &["sync", "--reconcile"]).await;
+        assert_eq!(env.sb().counts().writes, 0, "kill_at {kill_at}: converged");
+    }
+}
