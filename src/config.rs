@@ -427,6 +427,10 @@ pub struct Policy {
     pub sync_memberships: bool,
     /// Whether the target can rename groups.
     pub group_rename: bool,
+    /// Whether deleting a user drops it from its groups in the target (else
+    /// the plan removes those memberships first).
+    #[serde(default = "yes")]
+    pub delete_removes_memberships: bool,
     /// Member values per PATCH.
     pub member_chunk: usize,
     /// Full-read interval.
@@ -491,6 +495,7 @@ impl Settings {
             delete_groups: p.delete_groups,
             sync_memberships: p.sync_memberships,
             group_rename: profile.api.group_rename,
+            delete_removes_memberships: profile.api.delete_removes_memberships,
             member_chunk: limits.member_chunk,
             reconcile_interval,
         };

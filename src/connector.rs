@@ -64,6 +64,10 @@ pub struct ApiProfile {
     pub user_name_case_insensitive: bool,
     /// Whether the target compares group names case-insensitively.
     pub group_name_case_insensitive: bool,
+    /// Whether DELETE /Users/{id} also drops the user from every group. When
+    /// false (a target without referential integrity), memberships of a user
+    /// being deleted are removed explicitly before the delete.
+    pub delete_removes_memberships: bool,
 }
 
 /// Default pacing of requests.
@@ -159,6 +163,14 @@ mod tests {
         assert_eq!(p.api.page_size, 100);
         assert!(!p.api.group_rename);
         assert_eq!(p.api.deprovision_default, Deprovision::Disable);
+        assert!(p.api.delete_removes_memberships);
+    }
+
+    #[test]
+    fn generic_scim2_does_not_rely_on_referential_integrity() {
+        let p = Profile::load("scim2", Path::new(".")).unwrap();
+        assert!(!p.api.delete_removes_memberships);
+        assert!(p.api.group_rename);
     }
 
     #[test]
