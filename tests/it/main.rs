@@ -14,6 +14,7 @@ mod faults;
 mod fuzz;
 mod guard;
 mod hostile;
+mod interop;
 mod matrix;
 mod plan;
 mod report;
