@@ -28,6 +28,7 @@ import asyncio
 import csv
 import json
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -117,6 +118,12 @@ class Server:
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.load(r)["totalResults"]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         self.proc.terminate()
@@ -214,14 +221,27 @@ def main():
                 ]
                 for ci, (name, push) in enumerate(runs):
                     tenant = f"r{rep}c{ci}"
+                    server_cpu = server.cpu_seconds()
+                    own_cpu = time.process_time()
+                    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
                     seconds = push(server.base(tenant))
+                    kids_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    # The client's CPU: this process for scim2-client, the
+                    # scimsync child for scimsync.
+                    client_cpu = (time.process_time() - own_cpu) + (
+                        kids_after.ru_utime + kids_after.ru_stime - kids.ru_utime - kids.ru_stime
+                    )
+                    server_cpu = server.cpu_seconds() - server_cpu
                     stored = server.count(tenant)
                     if stored != args.n:
                         raise SystemExit(f"{name}: the server holds {stored} users, not {args.n}")
                     rate = args.n / seconds
                     results.append({"server": kind, "client": name, "repeat": rep,
-                                    "seconds": seconds, "creates_per_s": rate})
-                    print(f"{kind:8} {name:28} run {rep}: {args.n} users in {seconds:7.2f} s = {rate:7.1f} creates/s",
+                                    "seconds": seconds, "creates_per_s": rate,
+                                    "client_cpu_s": client_cpu, "server_cpu_s": server_cpu})
+                    print(f"{kind:8} {name:28} run {rep}: {args.n} users in {seconds:7.2f} s = {rate:7.1f} creates/s"
+                          f"; CPU: client {client_cpu:6.2f} s, server {server_cpu:6.2f} s"
+                          f" ({100 * server_cpu / seconds:3.0f} % of one core)",
                           flush=True)
         finally:
             server.stop()
@@ -229,15 +249,18 @@ def main():
     print()
     print(f"medians of {args.repeats} runs, N = {args.n}:")
     for kind in args.servers.split(","):
-        med = {}
+        rows = {}
         for r in results:
             if r["server"] == kind:
-                med.setdefault(r["client"], []).append(r["creates_per_s"])
-        med = {k: statistics.median(v) for k, v in med.items()}
-        ours = next(v for k, v in med.items() if k.startswith("scimsync"))
+                rows.setdefault(r["client"], []).append(r)
+        med = {k: statistics.median(x["creates_per_s"] for x in v) for k, v in rows.items()}
+        cpu = {k: statistics.median(1000 * x["client_cpu_s"] / args.n for x in v) for k, v in rows.items()}
+        load = {k: statistics.median(100 * x["server_cpu_s"] / x["seconds"] for x in v) for k, v in rows.items()}
+        ours = next(k for k in med if k.startswith("scimsync"))
         for k, v in med.items():
-            ratio = "" if k.startswith("scimsync") else f"   scimsync / this = {ours / v:5.2f}x"
-            print(f"  {kind:8} {k:28} {v:7.1f} creates/s{ratio}")
+            ratio = "" if k == ours else f"   scimsync / this = {med[ours] / v:5.2f}x"
+            print(f"  {kind:8} {k:28} {v:7.1f} creates/s; client CPU {cpu[k]:5.2f} ms/create;"
+                  f" server busy {load[k]:3.0f} % of one core{ratio}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
