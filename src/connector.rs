@@ -66,7 +66,9 @@ pub struct ApiProfile {
     pub group_name_case_insensitive: bool,
     /// Whether DELETE /Users/{id} also drops the user from every group. When
     /// false (a target without referential integrity), memberships of a user
-    /// being deleted are removed explicitly before the delete.
+    /// being deleted are removed explicitly before the delete. Optional in a
+    /// profile file; absent means false (the safe choice for an unknown target).
+    #[serde(default)]
     pub delete_removes_memberships: bool,
 }
 
@@ -171,6 +173,17 @@ mod tests {
         let p = Profile::load("scim2", Path::new(".")).unwrap();
         assert!(!p.api.delete_removes_memberships);
         assert!(p.api.group_rename);
+    }
+
+    #[test]
+    fn a_profile_without_delete_removes_memberships_removes_them_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../connectors/atlassian.toml")
+            .replace("delete_removes_memberships = true\n", "");
+        assert!(!text.contains("delete_removes_memberships"));
+        std::fs::write(dir.path().join("old.toml"), text).unwrap();
+        let p = Profile::load("old.toml", dir.path()).unwrap();
+        assert!(!p.api.delete_removes_memberships);
     }
 
     #[test]
