@@ -518,6 +518,10 @@ pub struct Policy {
     /// Whether the target compares group names case-insensitively.
     #[serde(default)]
     pub group_name_ci: bool,
+    /// Whether deleting a user drops it from its groups in the target (else
+    /// the plan removes those memberships first).
+    #[serde(default = "yes")]
+    pub delete_removes_memberships: bool,
     /// Member values per PATCH.
     pub member_chunk: usize,
     /// Full-read interval.
@@ -583,6 +587,7 @@ impl Settings {
             sync_memberships: p.sync_memberships,
             group_rename: profile.api.group_rename,
             group_name_ci: profile.api.group_name_case_insensitive,
+            delete_removes_memberships: profile.api.delete_removes_memberships,
             member_chunk: limits.member_chunk,
             reconcile_interval,
         };

@@ -72,6 +72,12 @@ pub struct ApiProfile {
     /// a source group with one of these names is refused in the plan.
     #[serde(default)]
     pub reserved_group_names: Vec<String>,
+    /// Whether DELETE /Users/{id} also drops the user from every group. When
+    /// false (a target without referential integrity), memberships of a user
+    /// being deleted are removed explicitly before the delete. Optional in a
+    /// profile file; absent means false (the safe choice for an unknown target).
+    #[serde(default)]
+    pub delete_removes_memberships: bool,
 }
 
 /// Default pacing of requests.
@@ -167,6 +173,25 @@ mod tests {
         assert_eq!(p.api.page_size, 100);
         assert!(!p.api.group_rename);
         assert_eq!(p.api.deprovision_default, Deprovision::Disable);
+        assert!(p.api.delete_removes_memberships);
+    }
+
+    #[test]
+    fn generic_scim2_does_not_rely_on_referential_integrity() {
+        let p = Profile::load("scim2", Path::new(".")).unwrap();
+        assert!(!p.api.delete_removes_memberships);
+        assert!(p.api.group_rename);
+    }
+
+    #[test]
+    fn a_profile_without_delete_removes_memberships_removes_them_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../connectors/atlassian.toml")
+            .replace("delete_removes_memberships = true\n", "");
+        assert!(!text.contains("delete_removes_memberships"));
+        std::fs::write(dir.path().join("old.toml"), text).unwrap();
+        let p = Profile::load("old.toml", dir.path()).unwrap();
+        assert!(!p.api.delete_removes_memberships);
     }
 
     #[test]

@@ -873,12 +873,16 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         let Some(group_scim_id) = group_scim_id else {
             continue;
         };
+        // Where the target takes a deleted user out of its groups itself,
+        // its memberships are not removed one by one first.
+        let dropped_by_delete =
+            |m: &SourceId| policy.delete_removes_memberships && being_deleted.contains(m);
         let mut removes: Vec<Member> = current
             .iter()
             .filter(|m| {
                 !want.members.contains(*m)
                     && !desired.held_users.contains(*m)
-                    && !being_deleted.contains(*m)
+                    && !dropped_by_delete(m)
             })
             .filter_map(|m| {
                 scim_of(m).map(|s| Member {

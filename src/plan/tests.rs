@@ -41,6 +41,7 @@ fn policy() -> Policy {
         sync_memberships: true,
         group_name_ci: true,
         group_rename: false,
+        delete_removes_memberships: true,
         member_chunk: 2,
         reconcile_interval: Duration::from_secs(24 * 3600),
     }
@@ -857,6 +858,27 @@ fn members_of_deleted_users_are_not_removed_separately() {
             ("disable", "9".to_owned())
         ]
     );
+
+    // A target without referential integrity (scim2-server keeps a deleted
+    // user's id in `members`): the membership is removed before the delete.
+    let no_integrity = Policy {
+        deprovision: Deprovision::Delete,
+        delete_removes_memberships: false,
+        ..policy()
+    };
+    let plan = compute(&d, &a, &no_integrity);
+    assert_eq!(
+        verbs(&plan),
+        vec![
+            ("remove_member", "g".to_owned()),
+            ("delete", "9".to_owned())
+        ]
+    );
+    let after = apply_to(&a, &plan, false);
+    assert_eq!(
+        after.groups[&SourceId("g".into())].members,
+        BTreeSet::from([SourceId("1".into())])
+    );
 }
 
 #[test]
@@ -1392,7 +1414,9 @@ fn duplicate_user_names_differing_in_case_are_held() {
 // --- a test-only interpreter ------------------------------------------------
 
 /// Apply a plan to an actual state the way a faithful target would.
-fn apply_to(actual: &Actual, plan: &Plan) -> Actual {
+/// `delete_drops_members`: a DELETE of a user also drops it from every group
+/// (Atlassian); otherwise the memberships stay (no referential integrity).
+fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual {
     let mut a = actual.clone();
     for action in &plan.actions {
         match action {
@@ -1566,8 +1590,10 @@ fn apply_to(actual: &Actual, plan: &Plan) -> Actual {
             Action::DeleteUser { user, scim_id, .. } => {
                 let u = a.users.remove(user).expect("deleted user exists");
                 assert_eq!(&u.scim_id, scim_id);
-                for g in a.groups.values_mut() {
-                    g.members.remove(user);
+                if delete_drops_members {
+                    for g in a.groups.values_mut() {
+                        g.members.remove(user);
+                    }
                 }
             }
             Action::DeleteGroup { group, scim_id, .. } => {
@@ -1591,7 +1617,7 @@ fn interpreter_converges_the_phase_order_example() {
     );
     let p = policy();
     let plan = compute(&d, &a, &p);
-    let after = apply_to(&a, &plan);
+    let after = apply_to(&a, &plan, true);
     assert!(compute(&d, &after, &p).actions.is_empty());
     assert_eq!(after.groups[&sid("g")].members, ids(&["1", "2"]));
     assert!(!after.users[&sid("9")].active());
@@ -1716,14 +1742,24 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         1..4usize,
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(deprovision, member_chunk, delete_groups, group_rename)| Policy {
+            |(
                 deprovision,
                 member_chunk,
                 delete_groups,
                 group_rename,
-                ..policy()
+                delete_removes_memberships,
+            )| {
+                Policy {
+                    deprovision,
+                    member_chunk,
+                    delete_groups,
+                    group_rename,
+                    delete_removes_memberships,
+                    ..policy()
+                }
             },
         )
 }
@@ -1892,7 +1928,7 @@ proptest! {
     #[test]
     fn plan_converges((d, a) in arb_world(), p in arb_policy()) {
         let plan = compute(&d, &a, &p);
-        let after = apply_to(&a, &plan);
+        let after = apply_to(&a, &plan, p.delete_removes_memberships);
         let again = compute(&d, &after, &p);
         prop_assert!(again.actions.is_empty(), "second plan: {:#?}", again.actions);
         assert_converged(&d, &p, &a, &after);

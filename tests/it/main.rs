@@ -17,6 +17,7 @@ mod groups;
 mod guard;
 mod hostile;
 mod import;
+mod interop;
 mod ldap;
 mod links;
 mod matrix;
