@@ -373,7 +373,9 @@ async fn rerun_after_partial_failure_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_pages_and_existing_accounts_are_adopted() {
     // The server caps every list page at 3 resources.
-    let env = interop_env!(paged 3);
+    let mut env = interop_env!(paged 3);
+    // The hand-made Even group is taken over (the default is to report it).
+    env.set_extra("[groups]\nadopt_existing = true\n");
     let rows: Vec<String> = (0..10)
         .map(|i| {
             let group = if i % 2 == 0 { "Even" } else { "Odd" };
