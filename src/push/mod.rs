@@ -673,59 +673,28 @@ async fn execute(action: &Action, ctx: &Context<'_>, shared: &Shared) -> Done {
             group,
             scim_id,
             display_name,
-        } => match ctx.client.delete("Groups", scim_id).await {
-            Ok(r) => done_ok(vec![
-                row.record(
-                    Some(group),
-                    Some(display_name),
-                    None,
-                    None,
-                    Some(scim_id),
-                    "applied",
-                    Some(r.status),
-                    None,
-                    None,
-                    r.attempts,
-                ),
-                Record::GroupUnlink {
-                    app: ctx.app.into(),
-                    source_id: group.clone(),
-                },
-            ]),
-            Err(f) if f.error.status() == Some(404) => done_ok(vec![
-                row.record(
-                    Some(group),
-                    Some(display_name),
-                    None,
-                    None,
-                    Some(scim_id),
-                    "applied",
-                    Some(404),
-                    None,
-                    Some("the group was already gone from the target".into()),
-                    f.attempts,
-                ),
-                Record::GroupUnlink {
-                    app: ctx.app.into(),
-                    source_id: group.clone(),
-                },
-            ]),
-            Err(f) => {
-                shared.check_fatal(&f.error);
-                done_failed(vec![row.record(
-                    Some(group),
-                    Some(display_name),
-                    None,
-                    None,
-                    Some(scim_id),
-                    "failed",
-                    f.error.status(),
-                    f.error.scim_type(),
-                    Some(describe(&f.error)),
-                    f.attempts,
-                )])
-            }
-        },
+        } => {
+            let unlink = Record::GroupUnlink {
+                app: ctx.app.into(),
+                source_id: group.clone(),
+            };
+            let notes = DeleteNotes {
+                done: None,
+                gone: "the group was already gone from the target",
+                failed: "",
+            };
+            delete_group(
+                ctx,
+                shared,
+                &row,
+                group,
+                scim_id,
+                display_name,
+                unlink,
+                notes,
+            )
+            .await
+        }
     }
 }
 
@@ -1837,52 +1806,77 @@ async fn retire_group(
         app: ctx.app.into(),
         scim_id: scim_id.clone(),
     };
+    let notes = DeleteNotes {
+        done: Some("old group of a rename deleted"),
+        gone: "old group of a rename was already gone",
+        failed: "old group of a rename not deleted (the next run tries again): ",
+    };
+    delete_group(ctx, shared, &row, group, scim_id, display_name, gone, notes).await
+}
+
+/// Report details of a group DELETE: on success, when already gone (404),
+/// and before the reason of a failure.
+struct DeleteNotes {
+    done: Option<&'static str>,
+    gone: &'static str,
+    failed: &'static str,
+}
+
+/// DELETE /Groups/{id}; `then` is the store change once the group is gone
+/// (deleted now, or already gone).
+#[allow(clippy::too_many_arguments)]
+async fn delete_group(
+    ctx: &Context<'_>,
+    shared: &Shared,
+    row: &Row<'_>,
+    group: &SourceId,
+    scim_id: &ScimId,
+    display_name: &str,
+    then: Record,
+    notes: DeleteNotes,
+) -> Done {
+    let rec = |outcome, status, scim_type, detail: Option<String>, attempts| {
+        row.record(
+            Some(group),
+            Some(display_name),
+            None,
+            None,
+            Some(scim_id),
+            outcome,
+            status,
+            scim_type,
+            detail,
+            attempts,
+        )
+    };
     match ctx.client.delete("Groups", scim_id).await {
         Ok(r) => done_ok(vec![
-            row.record(
-                Some(group),
-                Some(display_name),
-                None,
-                None,
-                Some(scim_id),
+            rec(
                 "applied",
                 Some(r.status),
                 None,
-                Some("old group of a rename deleted".into()),
+                notes.done.map(str::to_owned),
                 r.attempts,
             ),
-            gone,
+            then,
         ]),
         Err(f) if f.error.status() == Some(404) => done_ok(vec![
-            row.record(
-                Some(group),
-                Some(display_name),
-                None,
-                None,
-                Some(scim_id),
+            rec(
                 "applied",
                 Some(404),
                 None,
-                Some("old group of a rename was already gone".into()),
+                Some(notes.gone.to_owned()),
                 f.attempts,
             ),
-            gone,
+            then,
         ]),
         Err(f) => {
             shared.check_fatal(&f.error);
-            done_failed(vec![row.record(
-                Some(group),
-                Some(display_name),
-                None,
-                None,
-                Some(scim_id),
+            done_failed(vec![rec(
                 "failed",
                 f.error.status(),
                 f.error.scim_type(),
-                Some(format!(
-                    "old group of a rename not deleted: {}; the next run tries again",
-                    describe(&f.error)
-                )),
+                Some(format!("{}{}", notes.failed, describe(&f.error))),
                 f.attempts,
             )])
         }
