@@ -367,9 +367,14 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
     if !plan.risks.is_empty() {
         let _ = writeln!(
             out,
-            "{} {} actions to review before applying:",
+            "{} {} {} to review before applying:",
             style.paint("1;31", "Risks:"),
-            plan.risks.len()
+            plan.risks.len(),
+            if plan.risks.len() == 1 {
+                "action"
+            } else {
+                "actions"
+            }
         );
         for r in &plan.risks {
             let _ = writeln!(
