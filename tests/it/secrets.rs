@@ -316,9 +316,25 @@ async fn full_sync_leaks_nothing(mode: Mode) {
     assert_eq!(runs.len(), 4, "{runs:?}");
     assert_eq!(runs[2].status, "failed", "{runs:?}");
 
+    // The commands added since: saved plans, import, links, other report views.
+    for args in [
+        &["plan", "--out", "saved-plan.json"][..],
+        &["apply", "saved-plan.json"],
+        &["import", "--export", "accounts.csv"],
+        &["links"],
+        &["links", "--format", "json"],
+        &["report", "failures"],
+        &["report", "user", "ada@example.com"],
+        &["report", "html", "--out", "report.html"],
+        &["sync", "--metrics-file", "metrics.prom"],
+    ] {
+        let out = run(&env, mode, &mut scan, args).await;
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+    }
+
     scan.files(&env, &format!("{mode:?}"));
-    // 17 commands (two streams each) and at least the store.
-    assert!(scan.blobs > 17 * 2, "{}", scan.blobs);
+    // 26 commands (two streams each) and at least the store.
+    assert!(scan.blobs > 26 * 2, "{}", scan.blobs);
     assert!(scan.bytes > 0);
 }
 
