@@ -97,7 +97,13 @@ pub struct SandboxConfig {
     pub max_page_size: usize,
     /// Optional server-side rate limit answering 429.
     pub rate_limit: Option<RateLimit>,
+    /// Most members per group; more answers 400 `tooMany` (Atlassian's hard
+    /// limit, 290,000, by default).
+    pub max_group_members: usize,
 }
+
+/// Atlassian's hard maximum of members per group ("Users and Groups limits").
+pub const ATLASSIAN_MAX_GROUP_MEMBERS: usize = 290_000;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -106,6 +112,7 @@ impl Default for SandboxConfig {
             api_key: DEFAULT_API_KEY.to_owned(),
             max_page_size: 100,
             rate_limit: None,
+            max_group_members: ATLASSIAN_MAX_GROUP_MEMBERS,
         }
     }
 }
@@ -117,6 +124,7 @@ impl fmt::Debug for SandboxConfig {
             .field("api_key", &"<redacted>")
             .field("max_page_size", &self.max_page_size)
             .field("rate_limit", &self.rate_limit)
+            .field("max_group_members", &self.max_group_members)
             .finish()
     }
 }
@@ -173,7 +181,9 @@ impl Sandbox {
                     .rate_limit
                     .as_ref()
                     .map(|rl| Mutex::new(TokenBucket::new(rl, now))),
-                store: Mutex::new(Store::new(base_path.clone())),
+                store: Mutex::new(
+                    Store::new(base_path.clone()).with_max_group_members(cfg.max_group_members),
+                ),
                 base_path,
                 cfg,
                 ids: IdGen::new(),

@@ -147,6 +147,8 @@ pub(crate) struct Store {
     group_order: OrderIndex,
     group_by_name: HashMap<String, String>,
     user_groups: HashMap<String, BTreeSet<String>>,
+    /// Most members per group (Atlassian's hard limit: 290,000).
+    max_group_members: usize,
 }
 
 fn fold(s: &str) -> String {
@@ -265,7 +267,35 @@ impl Store {
             group_order: OrderIndex::default(),
             group_by_name: HashMap::new(),
             user_groups: HashMap::new(),
+            max_group_members: crate::sandbox::ATLASSIAN_MAX_GROUP_MEMBERS,
         }
+    }
+
+    /// Set the per-group member limit.
+    pub(crate) fn with_max_group_members(mut self, max: usize) -> Self {
+        self.max_group_members = max;
+        self
+    }
+
+    /// Refuse a membership change that would take a group over the limit.
+    fn check_group_size(&self, id: &str, adding: &[String]) -> Result<(), ScimError> {
+        let current = self.groups.get(id).map_or(0, |g| g.members.len());
+        let new = adding
+            .iter()
+            .filter(|u| !self.groups.get(id).is_some_and(|g| g.members.contains(*u)))
+            .collect::<BTreeSet<_>>()
+            .len();
+        if current + new > self.max_group_members {
+            return Err(ScimError::bad_request(
+                "tooMany",
+                format!(
+                    "group {id} would have {} members; the limit is {}",
+                    current + new,
+                    self.max_group_members
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn user_count(&self) -> usize {
@@ -657,6 +687,16 @@ impl Store {
                 "user {missing} does not exist"
             )));
         }
+        let distinct: BTreeSet<&String> = members.iter().collect();
+        if distinct.len() > self.max_group_members {
+            return Err(ScimError::bad_request(
+                "tooMany",
+                format!(
+                    "a group may have at most {} members",
+                    self.max_group_members
+                ),
+            ));
+        }
         let id = match wanted_id {
             Some(id) if !id.is_empty() => {
                 if self.groups.contains_key(&id) {
@@ -733,6 +773,13 @@ impl Store {
     pub(crate) fn patch_group(&mut self, id: &str, ops: &[PatchOp]) -> Result<(), ScimError> {
         let rec = self.groups.get(id).ok_or_else(|| group_not_found(id))?;
         let changes = plan_group_ops(ops, &rec.name, |uid| self.users.contains_key(uid))?;
+        let mut adding: Vec<String> = Vec::new();
+        for change in &changes {
+            if let GroupChange::AddMembers(uids) = change {
+                adding.extend(uids.iter().cloned());
+            }
+        }
+        self.check_group_size(id, &adding)?;
         for change in changes {
             match change {
                 GroupChange::AddMembers(uids) => {

@@ -1140,3 +1140,50 @@ async fn stop_shuts_the_server_down() {
     assert!(fresh.get(&url).send().await.is_err());
     drop(http);
 }
+
+#[tokio::test]
+async fn groups_are_capped_at_the_member_limit() {
+    let h = Harness::with(SandboxConfig {
+        max_group_members: 2,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let ids = [
+        h.create_user("a@x.org").await,
+        h.create_user("b@x.org").await,
+        h.create_user("c@x.org").await,
+    ];
+    let member = |id: &str| json!({"value": id});
+    let too_big = h
+        .call(
+            Method::POST,
+            "/Groups",
+            Some(json!({"displayName": "G", "members": [member(&ids[0]), member(&ids[1]), member(&ids[2])]})),
+        )
+        .await;
+    assert_scim_error(&too_big, 400, Some("tooMany"));
+    let g = h
+        .call(
+            Method::POST,
+            "/Groups",
+            Some(json!({"displayName": "G", "members": [member(&ids[0])]})),
+        )
+        .await;
+    assert_eq!(g.status, StatusCode::CREATED, "{}", g.body);
+    let path = format!("/Groups/{}", g.body["id"].as_str().unwrap());
+    // Adding an existing member again does not count.
+    let ok = h
+        .patch(
+            &path,
+            json!([{"op": "add", "path": "members", "value": [member(&ids[0]), member(&ids[1])]}]),
+        )
+        .await;
+    assert!(ok.status.is_success(), "{}", ok.body);
+    let over = h
+        .patch(
+            &path,
+            json!([{"op": "add", "path": "members", "value": [member(&ids[2])]}]),
+        )
+        .await;
+    assert_scim_error(&over, 400, Some("tooMany"));
+}

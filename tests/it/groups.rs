@@ -680,3 +680,40 @@ async fn a_rename_killed_at_any_step_is_finished_by_the_next_run() {
         assert_eq!(env.sb().counts().writes, 0, "kill_at {kill_at}: converged");
     }
 }
+
+/// Members of nested groups count toward the profile's per-group limit: a
+/// group over it is refused in the plan, before the target would refuse it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_over_the_member_limit_is_refused_in_the_plan() {
+    let mut env = TestEnv::with_sandbox(scimsync::sandbox::SandboxConfig {
+        max_group_members: 2,
+        ..Default::default()
+    })
+    .await;
+    let profile = include_str!("../../connectors/atlassian.toml")
+        .replace("max_group_members = 290000", "max_group_members = 2");
+    assert!(profile.contains("max_group_members = 2\n"));
+    env.write("small-groups.toml", &profile);
+    env.configure(&format!("{FAST}connector = \"small-groups.toml\"\n"), "");
+    env.write_users(&people());
+    env.write_groups(&[
+        "sub,Sub,1002",
+        "sub,Sub,1003",
+        "big,Big,1001",
+        "big,Big,sub",
+        "ok,Ok,1001",
+        "ok,Ok,1004",
+    ]);
+    let out = env.run(&["sync"]).await;
+    assert!(
+        out.stdout.contains(
+            "group `Big` would have 3 members (nested groups included); the target allows at most 2"
+        ),
+        "{out:?}"
+    );
+    assert!(env.target_group("Big").is_none());
+    assert_eq!(env.member_names("Sub").len(), 2);
+    assert_eq!(env.member_names("Ok").len(), 2);
+    let c = env.sb().counts();
+    assert_eq!(c.get(Route::CreateGroup), 2, "{c:?}");
+}
