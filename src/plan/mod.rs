@@ -628,6 +628,9 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             .unwrap_or_else(|| id.to_string())
     };
     let scim_of = |id: &SourceId| actual.users.get(id).map(|u| u.scim_id.clone());
+    // Borrowed, not cloned: the member sets are the bulk of the state.
+    let no_members = BTreeSet::new();
+    let no_foreign = BTreeMap::new();
     for (gid, want) in &desired.groups {
         let (group_scim_id, current, foreign) = match actual.groups.get(gid) {
             Some(have) => {
@@ -664,8 +667,8 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 }
                 (
                     Some(have.scim_id.clone()),
-                    have.members.clone(),
-                    have.foreign_members.clone(),
+                    &have.members,
+                    &have.foreign_members,
                 )
             }
             None => {
@@ -677,16 +680,17 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                     group: gid.clone(),
                     display_name: want.display_name.clone(),
                 });
-                (None, BTreeSet::new(), BTreeMap::new())
+                (None, &no_members, &no_foreign)
             }
         };
         if !policy.sync_memberships {
             continue;
         }
+        // Set differences walk both sorted sets once (no lookup per member).
         let adds: Vec<Member> = want
             .members
-            .iter()
-            .filter(|m| !current.contains(*m) && will_exist.contains(*m))
+            .difference(current)
+            .filter(|m| will_exist.contains(*m))
             .map(|m| Member {
                 user: Some(m.clone()),
                 label: label(m),
@@ -706,12 +710,8 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             continue;
         };
         let mut removes: Vec<Member> = current
-            .iter()
-            .filter(|m| {
-                !want.members.contains(*m)
-                    && !desired.held_users.contains(*m)
-                    && !being_deleted.contains(*m)
-            })
+            .difference(&want.members)
+            .filter(|m| !desired.held_users.contains(*m) && !being_deleted.contains(*m))
             .filter_map(|m| {
                 scim_of(m).map(|s| Member {
                     user: Some(m.clone()),
