@@ -186,7 +186,7 @@ fn plan_one(users: usize) {
     let desired2 = mapping::desired_state(&snap2, &s2.mapping, &s2.groups);
     let t_map = t1.elapsed();
     let t2 = Instant::now();
-    let actual = target::from_store(&ulinks, &glinks);
+    let actual = target::from_store_owned(ulinks, glinks);
     let t_actual = t2.elapsed();
     let t3 = Instant::now();
     let plan = plan::compute(&desired2, &actual, &s2.policy);
@@ -194,12 +194,12 @@ fn plan_one(users: usize) {
     let total = t0.elapsed();
     let peak_mib = proc_status_mib("VmHWM:");
     let requests = plan.actions.iter().filter(|a| a.sends_request()).count();
-    drop((actual, plan, ulinks, glinks));
+    drop((actual, plan));
 
     // No change: today's state against itself.
     let (u2, g2) = links_from(&desired2);
     let t4 = Instant::now();
-    let actual2 = target::from_store(&u2, &g2);
+    let actual2 = target::from_store_owned(u2, g2);
     let nochange = plan::compute(&desired2, &actual2, &s2.policy);
     let t_nochange = t4.elapsed();
     let doc = json!({
