@@ -452,6 +452,8 @@ impl Plan {
 /// Compare two attribute values as the target would (emails case-insensitively).
 fn same_value(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {
+        // Equal strings are equal under any case rule: no path parse, no lowercasing.
+        (Some(Value::String(x)), Some(Value::String(y))) if x == y => true,
         (Some(Value::String(x)), Some(Value::String(y)))
             if AttrPath::parse(path).is_some_and(|p| p.case_insensitive()) =>
         {
