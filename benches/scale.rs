@@ -494,18 +494,22 @@ fn throughput(users: usize, concurrency: usize, rate: usize) {
 
     let n = rate * 20;
     println!(
-        "\n## throttled: sandbox limited to R = {rate} requests/s (burst 10, Retry-After), client configured at R, {n} creates\n"
+        "\n## throttled: sandbox limited to R = {rate} requests/s (burst 10, Retry-After), {n} creates\n"
     );
     println!(
-        "| client rate | requests | 429s | achieved req/s (first to last outcome) | % of R | run wall s |"
+        "| client rate | client burst | requests | 429s | achieved req/s (first to last outcome) | % of R | run wall s |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     let small = datagen::generate(&Spec {
         groups: 0,
         memberships_per_user: 0.0,
         ..Spec::scaled(n, SEED)
     });
-    for client_rate in [rate as f64, rate as f64 * 1.25] {
+    for (client_rate, client_burst) in [
+        (rate as f64, 10),
+        (rate as f64, 1),
+        (rate as f64 * 1.25, 10),
+    ] {
         let cfg = SandboxConfig {
             rate_limit: Some(RateLimit {
                 per_second: rate as f64,
@@ -517,7 +521,7 @@ fn throughput(users: usize, concurrency: usize, rate: usize) {
         let env = Env::new(
             cfg,
             &format!(
-                "requests_per_second = {client_rate}\nburst = 10\nconcurrency = {concurrency}\n"
+                "requests_per_second = {client_rate}\nburst = {client_burst}\nconcurrency = {concurrency}\n"
             ),
         );
         env.write(&small);
@@ -526,7 +530,7 @@ fn throughput(users: usize, concurrency: usize, rate: usize) {
         let run_id = v["run_id"].as_i64().unwrap_or(0);
         let (_, r) = outcome_rate(&env.dir, run_id);
         println!(
-            "| {client_rate} | {} | {} | {r:.1} | {:.1} % | {:.2} |",
+            "| {client_rate} | {client_burst} | {} | {} | {r:.1} | {:.1} % | {:.2} |",
             total(&c),
             v["counts"]["throttled"],
             100.0 * r / rate as f64,
