@@ -238,8 +238,8 @@ fn plan_table(sizes: &[usize]) {
         let text = String::from_utf8_lossy(&out.stdout);
         let Some(v) = text
             .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .last()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
         else {
             println!(
                 "| {n} | failed: {} |",
@@ -395,7 +395,7 @@ fn requests(users: usize) {
         "| run | writes sent | minimum writes | writes / minimum | reads sent | all requests by route |"
     );
     println!("|---|---:|---:|---:|---:|---|");
-    let mut row = |name: &str, min: u64, args: &[&str]| {
+    let row = |name: &str, min: u64, args: &[&str]| {
         env.sb().reset_counts();
         let (_v, _wall) = env.sync(args);
         let c = env.counts();

@@ -468,7 +468,7 @@ pub struct DayStats {
 /// 1 %), split evenly over hires, leavers, moves and attribute edits; one
 /// group in a thousand touched people is renamed (at least one).
 pub fn day_of_changes(day: &Directory, rate: f64, seed: u64) -> (Directory, DayStats) {
-    let mut rng = Rng::new(seed ^ 0xDA7_0F_C4A6E5);
+    let mut rng = Rng::new(seed ^ 0x0DA7_0FC4_A6E5);
     let mut next = day.clone();
     let n = day.users.len();
     let each = ((n as f64 * rate) / 4.0).round() as usize;
@@ -545,7 +545,7 @@ pub fn day_of_changes(day: &Directory, rate: f64, seed: u64) -> (Directory, DayS
     stats.leavers = gone.len();
 
     // Hires get new ids after the largest one, and a few groups each.
-    let mut next_id = day.users.last().map_or(100_000, |u| u.id + 1);
+    let first_id = day.users.last().map_or(100_000, |u| u.id + 1);
     let zipf = Zipf::new(ngroups, 1.0);
     // Rank groups by their size today: hires join big groups more often.
     let mut perm: Vec<u32> = (0..ngroups as u32).collect();
@@ -557,9 +557,8 @@ pub fn day_of_changes(day: &Directory, rate: f64, seed: u64) -> (Directory, DayS
         skew: 1.0,
         seed,
     };
-    for _ in 0..each {
-        let u = GenUser::new(next_id, &mut rng);
-        next_id += 1;
+    for id in first_id..first_id + each as u64 {
+        let u = GenUser::new(id, &mut rng);
         for g in draw_groups(&spec, &zipf, &perm, &mut rng) {
             next.groups[g as usize].members.push(u.id);
         }
