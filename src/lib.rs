@@ -24,6 +24,8 @@
 pub mod cli;
 pub mod config;
 pub mod connector;
+#[doc(hidden)]
+pub mod datagen;
 pub mod exit;
 pub mod mapping;
 pub mod model;

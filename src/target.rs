@@ -22,15 +22,21 @@ use crate::store::{GroupLink, UserLink};
 
 /// Build the actual state from the store alone.
 pub fn from_store(users: &[UserLink], groups: &[GroupLink]) -> Actual {
+    from_store_owned(users.to_vec(), groups.to_vec())
+}
+
+/// [`from_store`], taking the links: the stored states and member sets move
+/// into the actual state instead of being copied (they are most of it).
+pub fn from_store_owned(users: Vec<UserLink>, groups: Vec<GroupLink>) -> Actual {
     Actual {
         users: users
-            .iter()
+            .into_iter()
             .map(|l| {
                 (
-                    l.source_id.clone(),
+                    l.source_id,
                     ActualUser {
-                        scim_id: l.scim_id.clone(),
-                        attrs: l.state.clone(),
+                        scim_id: l.scim_id,
+                        attrs: l.state,
                         link: LinkState::Linked,
                         pushed: None,
                     },
@@ -38,15 +44,16 @@ pub fn from_store(users: &[UserLink], groups: &[GroupLink]) -> Actual {
             })
             .collect(),
         groups: groups
-            .iter()
+            .into_iter()
             .map(|g| {
+                let external_id = Some(g.source_id.0.clone());
                 (
-                    g.source_id.clone(),
+                    g.source_id,
                     ActualGroup {
-                        scim_id: g.scim_id.clone(),
-                        display_name: g.display_name.clone(),
-                        external_id: Some(g.source_id.0.clone()),
-                        members: g.members.clone(),
+                        scim_id: g.scim_id,
+                        display_name: g.display_name,
+                        external_id,
+                        members: g.members,
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
                         drift: BTreeSet::new(),

@@ -242,19 +242,22 @@ pub async fn prepare_with(
             );
             (r.actual.clone(), Some(r), mode)
         }
-        None => (
-            Actual {
-                retired_groups: retired.clone(),
-                ..target::from_store(&user_links, &group_links)
-            },
-            None,
-            format!(
+        None => {
+            let mode = format!(
                 "state last pushed ({} users, {} groups managed; full read due in {})",
                 user_links.len(),
                 group_links.len(),
                 humanize_ms(last.map_or(0, |t| (t + interval_ms - store::now_ms()).max(0)))
-            ),
-        ),
+            );
+            (
+                Actual {
+                    retired_groups: retired.clone(),
+                    ..target::from_store_owned(user_links, group_links)
+                },
+                None,
+                mode,
+            )
+        }
     };
     let mut plan = plan::compute(&desired, &actual, &settings.policy);
     // Creates an earlier run sent without recording the answer: look first.

@@ -23,6 +23,7 @@ pub mod render;
 pub mod risk;
 pub mod saved;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
@@ -525,6 +526,8 @@ impl Plan {
 /// Compare two attribute values as the target would (emails case-insensitively).
 fn same_value(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
     match (a, b) {
+        // Equal strings are equal under any case rule: no path parse, no lowercasing.
+        (Some(Value::String(x)), Some(Value::String(y))) if x == y => true,
         (Some(Value::String(x)), Some(Value::String(y)))
             if AttrPath::parse(path).is_some_and(|p| p.case_insensitive()) =>
         {
@@ -722,6 +725,9 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 .or_insert(have);
         }
     }
+    // Borrowed, not cloned: the member sets are the bulk of the state.
+    let no_members = BTreeSet::new();
+    let no_foreign = BTreeMap::new();
     for (gid, want) in &desired.groups {
         let rekeyed = if actual.groups.contains_key(gid) {
             None
@@ -750,8 +756,8 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 });
                 (
                     Some(have.scim_id.clone()),
-                    have.members.clone(),
-                    have.foreign_members.clone(),
+                    Cow::Borrowed(&have.members),
+                    &have.foreign_members,
                 )
             }
             Some(have)
@@ -794,7 +800,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                     members,
                     delete_old: policy.delete_groups,
                 });
-                (None, carried, BTreeMap::new())
+                (None, Cow::Owned(carried), &no_foreign)
             }
             Some(have) => {
                 let adopt = (have.link != LinkState::Linked).then_some(have.link);
@@ -830,8 +836,8 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                 }
                 (
                     Some(have.scim_id.clone()),
-                    have.members.clone(),
-                    have.foreign_members.clone(),
+                    Cow::Borrowed(&have.members),
+                    &have.foreign_members,
                 )
             }
             None => {
@@ -843,17 +849,18 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                     group: gid.clone(),
                     display_name: want.display_name.clone(),
                 });
-                (None, BTreeSet::new(), BTreeMap::new())
+                (None, Cow::Borrowed(&no_members), &no_foreign)
             }
         };
         let drifted = actual.groups.get(gid).map(|g| &g.drift);
         if !policy.sync_memberships {
             continue;
         }
+        // Set differences walk both sorted sets once (no lookup per member).
         let adds: Vec<Member> = want
             .members
-            .iter()
-            .filter(|m| !current.contains(*m) && will_exist.contains(*m))
+            .difference(&current)
+            .filter(|m| will_exist.contains(*m))
             .map(|m| Member {
                 user: Some(m.clone()),
                 label: label(m),
@@ -878,12 +885,8 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         let dropped_by_delete =
             |m: &SourceId| policy.delete_removes_memberships && being_deleted.contains(m);
         let mut removes: Vec<Member> = current
-            .iter()
-            .filter(|m| {
-                !want.members.contains(*m)
-                    && !desired.held_users.contains(*m)
-                    && !dropped_by_delete(m)
-            })
+            .difference(&want.members)
+            .filter(|m| !desired.held_users.contains(*m) && !dropped_by_delete(m))
             .filter_map(|m| {
                 scim_of(m).map(|s| Member {
                     user: Some(m.clone()),

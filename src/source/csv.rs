@@ -11,18 +11,15 @@ fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
 }
 
-fn reader(body: &[u8], settings: &SourceSettings) -> ::csv::Reader<std::io::Cursor<Vec<u8>>> {
+fn reader<'b>(body: &'b [u8], settings: &SourceSettings) -> ::csv::Reader<&'b [u8]> {
     ::csv::ReaderBuilder::new()
         .delimiter(settings.delimiter)
         .flexible(true)
         .has_headers(true)
-        .from_reader(std::io::Cursor::new(body.to_vec()))
+        .from_reader(body)
 }
 
-fn headers(
-    path: &Path,
-    rdr: &mut ::csv::Reader<std::io::Cursor<Vec<u8>>>,
-) -> Result<Vec<String>, SourceError> {
+fn headers(path: &Path, rdr: &mut ::csv::Reader<&[u8]>) -> Result<Vec<String>, SourceError> {
     let format = |message: String| SourceError::Format {
         path: path.to_path_buf(),
         message,
@@ -128,13 +125,6 @@ impl<'b> Lines<'b> {
     }
 }
 
-fn origin(path: &Path, line: u64) -> Origin {
-    Origin {
-        file: path.display().to_string(),
-        location: format!("line {line}"),
-    }
-}
-
 /// One CSV record.
 enum Row {
     /// A blank line.
@@ -151,14 +141,17 @@ enum Row {
     },
 }
 
-/// Read every record as (line, row), or fail for the whole file.
+/// Hand every record to `each` as (line, row), in file order, or fail for
+/// the whole file. Streams: a file of millions of rows is never held as rows
+/// (a caller that fails the file drops whatever `each` built).
 fn records(
     path: &Path,
     body: &[u8],
     delimiter: u8,
-    rdr: &mut ::csv::Reader<std::io::Cursor<Vec<u8>>>,
+    rdr: &mut ::csv::Reader<&[u8]>,
     names: &[String],
-) -> Result<Vec<(u64, Row)>, SourceError> {
+    mut each: impl FnMut(u64, Row),
+) -> Result<(), SourceError> {
     let mut lines = Lines::new(body);
     if let Some(at) = unclosed_quote(body, delimiter) {
         return Err(SourceError::Format {
@@ -169,7 +162,6 @@ fn records(
             ),
         });
     }
-    let mut out = Vec::new();
     let mut record = ::csv::ByteRecord::new();
     let mut last_line = 1;
     loop {
@@ -182,14 +174,14 @@ fn records(
                     .unwrap_or(last_line + 1);
                 // A broken record (I/O or parse): report it and stop, the rest
                 // of the stream cannot be trusted to be aligned.
-                out.push((
+                each(
                     line,
                     Row::Bad {
                         reason: format!("unreadable record: {e}"),
                         partial: BTreeMap::new(),
                         stop: true,
                     },
-                ));
+                );
                 break;
             }
             Ok(true) => {
@@ -202,7 +194,7 @@ fn records(
                     && record[0].iter().all(u8::is_ascii_whitespace)
                     && names.len() > 1
                 {
-                    out.push((line, Row::Blank));
+                    each(line, Row::Blank);
                     continue;
                 }
                 let mut fields = BTreeMap::new();
@@ -251,7 +243,7 @@ fn records(
                         record.len()
                     ));
                 }
-                out.push((
+                each(
                     line,
                     match problem {
                         None => Row::Fields(fields),
@@ -261,11 +253,11 @@ fn records(
                             stop: false,
                         },
                     },
-                ));
+                );
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn non_empty(v: Option<&String>) -> Option<String> {
@@ -298,32 +290,46 @@ pub(super) fn load_users(
         });
     }
     duplicate_column(path, &names)?;
-    for (line, row) in records(path, body, settings.delimiter, &mut rdr, &names)? {
-        match row {
-            Row::Blank => continue,
-            Row::Fields(fields) => builder.user(origin(path, line), fields),
-            Row::Bad {
-                reason,
-                partial,
-                stop,
-            } => {
-                // Keep the id when it could be read: the account is then held,
-                // never deprovisioned because of a bad row.
-                let label = non_empty(partial.get("user_name")).or(non_empty(partial.get("email")));
-                builder.reject(
-                    RecordKind::User,
-                    origin(path, line),
-                    non_empty(partial.get("id")),
-                    label,
+    let file = path.display().to_string();
+    let mut stopped = false;
+    records(
+        path,
+        body,
+        settings.delimiter,
+        &mut rdr,
+        &names,
+        |line, row| {
+            if stopped {
+                return;
+            }
+            let origin = |line| Origin {
+                file: file.clone(),
+                location: format!("line {line}"),
+            };
+            match row {
+                Row::Blank => {}
+                Row::Fields(fields) => builder.user(origin(line), fields),
+                Row::Bad {
                     reason,
-                );
-                if stop {
-                    break;
+                    partial,
+                    stop,
+                } => {
+                    // Keep the id when it could be read: the account is then held,
+                    // never deprovisioned because of a bad row.
+                    let label =
+                        non_empty(partial.get("user_name")).or(non_empty(partial.get("email")));
+                    builder.reject(
+                        RecordKind::User,
+                        origin(line),
+                        non_empty(partial.get("id")),
+                        label,
+                        reason,
+                    );
+                    stopped = stop;
                 }
             }
-        }
-    }
-    Ok(())
+        },
+    )
 }
 
 /// Load the group membership file: `group`, `member`, optional `group_id`.
@@ -348,30 +354,43 @@ pub(super) fn load_groups(
         });
     }
     duplicate_column(path, &names)?;
-    for (line, row) in records(path, body, settings.delimiter, &mut rdr, &names)? {
-        match row {
-            Row::Blank => continue,
-            Row::Fields(mut f) => {
-                builder.group(
-                    origin(path, line),
-                    f.remove("group_id"),
-                    f.remove("group").unwrap_or_default(),
-                    f.remove("member"),
-                );
+    let file = path.display().to_string();
+    let mut stopped = false;
+    records(
+        path,
+        body,
+        settings.delimiter,
+        &mut rdr,
+        &names,
+        |line, row| {
+            if stopped {
+                return;
             }
-            Row::Bad {
-                reason,
-                partial,
-                stop,
-            } => {
-                let name = non_empty(partial.get("group"));
-                let id = non_empty(partial.get("group_id")).or(name.clone());
-                builder.reject(RecordKind::Group, origin(path, line), id, name, reason);
-                if stop {
-                    break;
+            let origin = |line| Origin {
+                file: file.clone(),
+                location: format!("line {line}"),
+            };
+            match row {
+                Row::Blank => {}
+                Row::Fields(mut f) => {
+                    builder.group(
+                        origin(line),
+                        f.remove("group_id"),
+                        f.remove("group").unwrap_or_default(),
+                        f.remove("member"),
+                    );
+                }
+                Row::Bad {
+                    reason,
+                    partial,
+                    stop,
+                } => {
+                    let name = non_empty(partial.get("group"));
+                    let id = non_empty(partial.get("group_id")).or(name.clone());
+                    builder.reject(RecordKind::Group, origin(line), id, name, reason);
+                    stopped = stop;
                 }
             }
-        }
-    }
-    Ok(())
+        },
+    )
 }
