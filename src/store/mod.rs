@@ -329,19 +329,37 @@ impl Store {
     pub fn group_links(&self, app: &str) -> Result<Vec<GroupLink>, StoreError> {
         let mut members: BTreeMap<String, BTreeSet<SourceId>> = BTreeMap::new();
         {
+            // In primary-key order (free on this WITHOUT ROWID table): each
+            // group's members arrive together and sorted, so a set is built
+            // in bulk per group instead of one map lookup and one set insert
+            // per membership (hundreds of thousands on a large directory).
             let mut stmt = self
                 .conn
-                .prepare_cached("SELECT group_id, user_id FROM memberships WHERE app = ?1")
+                .prepare_cached(
+                    "SELECT group_id, user_id FROM memberships WHERE app = ?1 ORDER BY group_id, user_id",
+                )
                 .map_err(|e| self.err(e))?;
             let rows = stmt
                 .query_map([app], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
                 .map_err(|e| self.err(e))?;
+            let mut current: Option<(String, Vec<SourceId>)> = None;
+            let mut close = |group: Option<(String, Vec<SourceId>)>| {
+                if let Some((g, users)) = group {
+                    // Built in bulk from sorted ids; appending to an empty set is a swap.
+                    let mut set: BTreeSet<SourceId> = users.into_iter().collect();
+                    members.entry(g).or_default().append(&mut set);
+                }
+            };
             for row in rows {
                 let (g, u) = row.map_err(|e| self.err(e))?;
-                members.entry(g).or_default().insert(SourceId(u));
+                match &mut current {
+                    Some((cg, users)) if *cg == g => users.push(SourceId(u)),
+                    _ => close(current.replace((g, vec![SourceId(u)]))),
+                }
             }
+            close(current);
         }
         let mut stmt = self
             .conn
