@@ -5,10 +5,10 @@ use serde_json::{Value, json};
 
 use crate::common::{TestEnv, five_users, user};
 
-/// Run 1 (app `test`): five users created, Ann's create fails (409 on her email).
-/// Run 2 (app `test`): Grace's title changes.
-/// Run 3 (app `other`, another sandbox, same store): two users created.
-async fn history() -> (TestEnv, scimsync::sandbox::RunningSandbox) {
+/// Run 1 (app `test`): five users created, Ann's create fails (409 on her
+/// email: it belongs to another account). Run 2 (app `test`): Grace's title
+/// changes and Ann fails again.
+pub(crate) async fn two_runs() -> TestEnv {
     let env = TestEnv::new().await;
     env.sb()
         .insert_user(json!({
@@ -29,7 +29,6 @@ async fn history() -> (TestEnv, scimsync::sandbox::RunningSandbox) {
     env.write_users(&rows);
     let out = env.run(&["sync"]).await;
     assert_eq!(out.code, 1, "{out:?}");
-
     rows[1] = user(
         "1002",
         "Grace",
@@ -40,8 +39,14 @@ async fn history() -> (TestEnv, scimsync::sandbox::RunningSandbox) {
     );
     env.write_users(&rows);
     let out = env.run(&["sync"]).await;
-    assert_eq!(out.code, 1, "{out:?}"); // Ann fails again
+    assert_eq!(out.code, 1, "{out:?}");
+    env
+}
 
+/// [`two_runs`], then run 3 (app `other`, another sandbox, same store): two
+/// users created.
+async fn history() -> (TestEnv, scimsync::sandbox::RunningSandbox) {
+    let env = two_runs().await;
     let other = Sandbox::start(SandboxConfig::default()).await.unwrap();
     env.write(
         "other-users.csv",

@@ -4,44 +4,7 @@
 use scimsync::store::{OutcomeRow, Record, Store};
 use serde_json::{Value, json};
 
-use crate::common::{TestEnv, five_users, user};
-
-/// Two syncs: run 1 creates five people and fails Ann (her email belongs to
-/// another account: 409), run 2 changes Grace's title and fails Ann again.
-async fn two_runs() -> TestEnv {
-    let env = TestEnv::new().await;
-    env.sb()
-        .insert_user(json!({
-            "userName": "someone.else",
-            "externalId": "x-999",
-            "emails": [{"value": "ann@example.com", "type": "work", "primary": true}],
-        }))
-        .unwrap();
-    let mut rows = five_users();
-    rows.push(user(
-        "2001",
-        "Ann",
-        "Smith",
-        "ann@example.com",
-        "Engineer",
-        "",
-    ));
-    env.write_users(&rows);
-    let out = env.run(&["sync"]).await;
-    assert_eq!(out.code, 1, "{out:?}");
-    rows[1] = user(
-        "1002",
-        "Grace",
-        "Hopper",
-        "grace@example.com",
-        "Admiral",
-        "Engineering;Research",
-    );
-    env.write_users(&rows);
-    let out = env.run(&["sync"]).await;
-    assert_eq!(out.code, 1, "{out:?}");
-    env
-}
+use crate::report::two_runs;
 
 fn parse(out: &crate::common::Output) -> Value {
     assert_eq!(out.code, 0, "{out:?}");
