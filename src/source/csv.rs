@@ -125,12 +125,37 @@ impl<'b> Lines<'b> {
     }
 }
 
+/// A well-formed row, borrowed from the reader: every field is valid UTF-8
+/// and the count matches the header.
+struct Fields<'r> {
+    names: &'r [String],
+    record: &'r ::csv::ByteRecord,
+}
+
+impl Fields<'_> {
+    /// The value of the column `name` (canonical), when the file has it.
+    fn get(&self, name: &str) -> Option<&str> {
+        let i = self.names.iter().position(|n| n == name)?;
+        // Checked to be UTF-8 before the row was handed out.
+        std::str::from_utf8(self.record.get(i)?).ok()
+    }
+
+    /// Canonical column name → value, for records that are kept whole.
+    fn to_map(&self) -> BTreeMap<String, String> {
+        self.names
+            .iter()
+            .zip(self.record.iter())
+            .filter_map(|(n, v)| Some((n.clone(), std::str::from_utf8(v).ok()?.to_owned())))
+            .collect()
+    }
+}
+
 /// One CSV record.
-enum Row {
+enum Row<'r> {
     /// A blank line.
     Blank,
-    /// Column → value.
-    Fields(BTreeMap<String, String>),
+    /// Column → value, borrowed.
+    Fields(Fields<'r>),
     /// An unusable record: the reason, and the columns that could still be
     /// read (so the person's id can be held); `stop` when the rest of the
     /// stream cannot be trusted.
@@ -150,7 +175,7 @@ fn records(
     delimiter: u8,
     rdr: &mut ::csv::Reader<&[u8]>,
     names: &[String],
-    mut each: impl FnMut(u64, Row),
+    mut each: impl FnMut(u64, Row<'_>),
 ) -> Result<(), SourceError> {
     let mut lines = Lines::new(body);
     if let Some(at) = unclosed_quote(body, delimiter) {
@@ -197,16 +222,10 @@ fn records(
                     each(line, Row::Blank);
                     continue;
                 }
-                let mut fields = BTreeMap::new();
                 let mut problem = None;
                 for (name, value) in names.iter().zip(record.iter()) {
-                    match std::str::from_utf8(value) {
-                        Ok(v) => {
-                            fields.insert(name.clone(), v.to_owned());
-                        }
-                        Err(_) => {
-                            problem.get_or_insert(format!("column `{name}` is not valid UTF-8"));
-                        }
+                    if std::str::from_utf8(value).is_err() {
+                        problem.get_or_insert(format!("column `{name}` is not valid UTF-8"));
                     }
                 }
                 // A quoted field over several lines either changes the field
@@ -243,13 +262,17 @@ fn records(
                         record.len()
                     ));
                 }
+                let fields = Fields {
+                    names,
+                    record: &record,
+                };
                 each(
                     line,
                     match problem {
                         None => Row::Fields(fields),
                         Some(reason) => Row::Bad {
                             reason,
-                            partial: fields,
+                            partial: fields.to_map(),
                             stop: false,
                         },
                     },
@@ -308,7 +331,7 @@ pub(super) fn load_users(
             };
             match row {
                 Row::Blank => {}
-                Row::Fields(fields) => builder.user(origin(line), fields),
+                Row::Fields(fields) => builder.user(origin(line), fields.to_map()),
                 Row::Bad {
                     reason,
                     partial,
@@ -372,12 +395,12 @@ pub(super) fn load_groups(
             };
             match row {
                 Row::Blank => {}
-                Row::Fields(mut f) => {
-                    builder.group(
-                        origin(line),
-                        f.remove("group_id"),
-                        f.remove("group").unwrap_or_default(),
-                        f.remove("member"),
+                Row::Fields(f) => {
+                    builder.group_row(
+                        || origin(line),
+                        f.get("group_id"),
+                        f.get("group").unwrap_or_default(),
+                        f.get("member"),
                     );
                 }
                 Row::Bad {

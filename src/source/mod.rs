@@ -12,6 +12,8 @@ mod json;
 pub mod ldap;
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{SourceKind, SourceSettings};
@@ -58,9 +60,27 @@ pub fn load(settings: &SourceSettings) -> Result<Snapshot, SourceError> {
     let mut builder = Builder::new(settings);
     match settings.kind {
         SourceKind::Csv => {
-            csv::load_users(&settings.users, settings, &mut builder)?;
-            if let Some(groups) = &settings.groups {
-                csv::load_groups(groups, settings, &mut builder)?;
+            // The membership file is read on a second thread while the people
+            // are: it starts from an empty builder either way (the `groups`
+            // column joins at `finish`), so the result is the same as reading
+            // one file after the other, rejects in the same order.
+            let (users, groups) = std::thread::scope(|scope| {
+                let groups = settings.groups.as_ref().map(|path| {
+                    scope.spawn(move || {
+                        let mut b = Builder::new(settings);
+                        csv::load_groups(path, settings, &mut b).map(|()| b)
+                    })
+                });
+                let users = csv::load_users(&settings.users, settings, &mut builder);
+                let groups = groups.map(|h| {
+                    h.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                });
+                (users, groups)
+            });
+            users?;
+            if let Some(groups) = groups {
+                builder.take_groups(groups?);
             }
         }
         SourceKind::Json => {
@@ -123,12 +143,20 @@ impl Columns {
     }
 }
 
+/// Strip surrounding whitespace without a new allocation when there is none.
+fn trim_in_place(s: &mut String) {
+    let t = s.trim();
+    if t.len() != s.len() {
+        *s = t.to_owned();
+    }
+}
+
 /// Collects records, validates them one at a time and resolves duplicates.
 pub(crate) struct Builder<'a> {
     settings: &'a SourceSettings,
     users: Vec<SourceUser>,
     groups: Vec<SourceGroup>,
-    group_index: BTreeMap<String, usize>,
+    group_index: FxHashMap<String, usize>,
     rejects: Vec<Reject>,
 }
 
@@ -138,9 +166,17 @@ impl<'a> Builder<'a> {
             settings,
             users: Vec::new(),
             groups: Vec::new(),
-            group_index: BTreeMap::new(),
+            group_index: FxHashMap::default(),
             rejects: Vec::new(),
         }
+    }
+
+    /// Adopt the groups and rejects of a builder that read only groups.
+    fn take_groups(&mut self, other: Builder<'_>) {
+        debug_assert!(self.groups.is_empty() && other.users.is_empty());
+        self.groups = other.groups;
+        self.group_index = other.group_index;
+        self.rejects.extend(other.rejects);
     }
 
     pub(crate) fn reject(
@@ -162,24 +198,29 @@ impl<'a> Builder<'a> {
 
     /// Validate one user record given as canonical field → value.
     pub(crate) fn user(&mut self, origin: Origin, mut fields: BTreeMap<String, String>) {
-        let id = fields.remove("id").unwrap_or_default().trim().to_owned();
-        let label = ["user_name", "email", "display_name"]
-            .iter()
-            .find_map(|f| fields.get(*f).filter(|v| !v.trim().is_empty()).cloned());
-        let reject = |b: &mut Self, reason: String| {
+        let mut id = fields.remove("id").unwrap_or_default();
+        trim_in_place(&mut id);
+        // Only a rejected record needs a label: computed then, not per row.
+        let label_of = |fields: &BTreeMap<String, String>| {
+            ["user_name", "email", "display_name"]
+                .iter()
+                .find_map(|f| fields.get(*f).filter(|v| !v.trim().is_empty()).cloned())
+        };
+        let reject = |b: &mut Self, fields: &BTreeMap<String, String>, reason: String| {
             b.reject(
                 RecordKind::User,
                 origin.clone(),
                 Some(id.clone()),
-                label.clone(),
+                label_of(fields),
                 reason,
             )
         };
         if id.is_empty() {
-            return reject(self, "missing required value `id`".into());
+            return reject(self, &fields, "missing required value `id`".into());
         }
         if id.len() > MAX_FIELD_BYTES {
             // Not an id any account could carry: do not echo it as one.
+            let label = label_of(&fields);
             return self.reject(
                 RecordKind::User,
                 origin,
@@ -189,10 +230,8 @@ impl<'a> Builder<'a> {
             );
         }
         if let Some((k, _)) = fields.iter().find(|(_, v)| v.len() > MAX_FIELD_BYTES) {
-            return reject(
-                self,
-                format!("field `{k}` is longer than {MAX_FIELD_BYTES} bytes"),
-            );
+            let reason = format!("field `{k}` is longer than {MAX_FIELD_BYTES} bytes");
+            return reject(self, &fields, reason);
         }
         let active = match fields.remove("active") {
             None => true,
@@ -200,18 +239,17 @@ impl<'a> Builder<'a> {
             Some(v) => match parse_bool(&v) {
                 Some(b) => b,
                 None => {
-                    return reject(
-                        self,
-                        format!("`active` is `{v}`, not true/false/yes/no/1/0"),
-                    );
+                    let reason = format!("`active` is `{v}`, not true/false/yes/no/1/0");
+                    return reject(self, &fields, reason);
                 }
             },
         };
-        if let Some(email) = fields.get("email").map(|e| e.trim().to_owned())
+        if let Some(email) = fields.get("email").map(|e| e.trim())
             && !email.is_empty()
-            && let Some(problem) = email_problem(&email)
+            && let Some(problem) = email_problem(email)
         {
-            return reject(self, format!("invalid email `{email}`: {problem}"));
+            let reason = format!("invalid email `{email}`: {problem}");
+            return reject(self, &fields, reason);
         }
         let groups = fields
             .remove("groups")
@@ -223,11 +261,11 @@ impl<'a> Builder<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let fields = fields
-            .into_iter()
-            .map(|(k, v)| (k, v.trim().to_owned()))
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
+        // Trimmed in place: most values need no new string.
+        fields.retain(|_, v| {
+            trim_in_place(v);
+            !v.is_empty()
+        });
         self.users.push(SourceUser {
             id: SourceId(id),
             fields,
@@ -245,16 +283,27 @@ impl<'a> Builder<'a> {
         name: String,
         member: Option<String>,
     ) -> bool {
-        let name = name.trim().to_owned();
-        let id = id
-            .map(|i| i.trim().to_owned())
-            .filter(|i| !i.is_empty())
-            .unwrap_or_else(|| name.clone());
+        self.group_row(|| origin, id.as_deref(), &name, member.as_deref())
+    }
+
+    /// [`Builder::group`] for one borrowed row: the row's [`Origin`] is only
+    /// built when it is kept (a new group, a rejection), and a known group or
+    /// member id costs no allocation beyond the member's own. A membership
+    /// file has one row per membership, millions on a large directory.
+    pub(crate) fn group_row(
+        &mut self,
+        origin: impl FnOnce() -> Origin,
+        id: Option<&str>,
+        name: &str,
+        member: Option<&str>,
+    ) -> bool {
+        let name = name.trim();
+        let id = id.map(str::trim).filter(|i| !i.is_empty()).unwrap_or(name);
         if name.is_empty() {
             self.reject(
                 RecordKind::Group,
-                origin,
-                Some(id),
+                origin(),
+                Some(id.to_owned()),
                 None,
                 "missing required value `group` (the group name)".into(),
             );
@@ -263,22 +312,22 @@ impl<'a> Builder<'a> {
         if name.len() > 255 || name.chars().any(char::is_control) {
             self.reject(
                 RecordKind::Group,
-                origin,
-                Some(id),
-                Some(name),
+                origin(),
+                Some(id.to_owned()),
+                Some(name.to_owned()),
                 "group name is longer than 255 bytes or contains control characters".into(),
             );
             return false;
         }
-        let idx = match self.group_index.get(&id) {
+        let idx = match self.group_index.get(id) {
             Some(&i) => {
                 if self.groups[i].name != name {
                     let first = self.groups[i].origin.clone();
                     self.reject(
                         RecordKind::Group,
-                        origin,
-                        Some(id),
-                        Some(name),
+                        origin(),
+                        Some(id.to_owned()),
+                        Some(name.to_owned()),
                         format!("group id is used with another name at {first}"),
                     );
                     return false;
@@ -287,20 +336,18 @@ impl<'a> Builder<'a> {
             }
             None => {
                 self.groups.push(SourceGroup {
-                    id: SourceId(id.clone()),
-                    name,
+                    id: SourceId(id.to_owned()),
+                    name: name.to_owned(),
                     members: Default::default(),
-                    origin,
+                    origin: origin(),
                 });
-                self.group_index.insert(id, self.groups.len() - 1);
+                self.group_index
+                    .insert(id.to_owned(), self.groups.len() - 1);
                 self.groups.len() - 1
             }
         };
-        if let Some(m) = member
-            .map(|m| m.trim().to_owned())
-            .filter(|m| !m.is_empty())
-        {
-            self.groups[idx].members.insert(SourceId(m));
+        if let Some(m) = member.map(str::trim).filter(|m| !m.is_empty()) {
+            self.groups[idx].members.insert(SourceId(m.to_owned()));
         }
         true
     }

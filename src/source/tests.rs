@@ -1324,3 +1324,62 @@ mod props {
         }
     }
 }
+
+/// The membership file is read on its own thread: the snapshot must be the
+/// one reading the files one after the other gives, rejects of the people
+/// file first, each file's in line order, and the `groups` column joined to
+/// the groups of the membership file.
+#[test]
+fn both_csv_files_read_together_give_the_sequential_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.csv");
+    let mut text = String::from("id,email,groups\n");
+    for i in 0..3000 {
+        if i % 1000 == 7 {
+            text.push_str(&format!("{i},not-an-email,\n"));
+        } else {
+            text.push_str(&format!("{i},p{i}@x.org,Extra\n"));
+        }
+    }
+    std::fs::write(&users, text).unwrap();
+    let groups = dir.path().join("groups.csv");
+    let mut text = String::from("group,member\n");
+    for i in 0..3000 {
+        text.push_str(&format!("G{},{i}\n", i % 7));
+        if i % 1000 == 11 {
+            text.push_str(",9\n");
+        }
+    }
+    text.push_str("Extra,5\n");
+    std::fs::write(&groups, text).unwrap();
+    let snap = ok(&settings(
+        SourceKind::Csv,
+        users.clone(),
+        Some(groups.clone()),
+    ));
+    let got: Vec<(String, String)> = snap
+        .rejects
+        .iter()
+        .map(|r| (r.origin.file.clone(), r.origin.location.clone()))
+        .collect();
+    let (u, g) = (users.display().to_string(), groups.display().to_string());
+    let want: Vec<(String, String)> = [
+        (&u, "line 9"),
+        (&u, "line 1009"),
+        (&u, "line 2009"),
+        (&g, "line 14"),
+        (&g, "line 1015"),
+        (&g, "line 2016"),
+    ]
+    .iter()
+    .map(|(f, l)| (f.to_string(), l.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let names: Vec<&str> = snap.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["G0", "G1", "G2", "G3", "G4", "G5", "G6", "Extra"]);
+    let extra = &snap.groups[7];
+    assert_eq!(extra.origin.location, "line 3005");
+    // Every valid person listed Extra; the file added person 5 again.
+    assert_eq!(extra.members.len(), 2997);
+    assert_eq!(snap.groups[0].members.len(), 429);
+}
