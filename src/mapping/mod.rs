@@ -8,9 +8,10 @@
 //! booleans, unique userName) before anything is sent; a user that fails is
 //! rejected with a reason and its target account is left untouched.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -188,13 +189,25 @@ pub struct Scope {
 pub struct Mapping {
     /// Target attribute path → template.
     attributes: Vec<(AttrPath, Template)>,
-    booleans: BTreeSet<String>,
-    required: Vec<AttrPath>,
+    /// Per attribute (same order): its key in [`Attrs`] and how to check it,
+    /// worked out once here rather than for every user.
+    keys: Vec<AttrKey>,
+    /// Keys of the attributes that must have a value.
+    required_keys: Vec<String>,
     transform: Option<UserNameTransform>,
     /// Who is in scope.
     pub scope: Scope,
     user_name_ci: bool,
     group_name_ci: bool,
+}
+
+/// An attribute's key and checks, precomputed (see [`Mapping::map_user`]).
+#[derive(Clone, Debug)]
+struct AttrKey {
+    key: String,
+    user_name: bool,
+    boolean: bool,
+    email: bool,
 }
 
 const RESERVED: &[&str] = &["id", "externalId", "meta", "schemas", "groups"];
@@ -280,10 +293,24 @@ impl Mapping {
             }
             email_domains.push(d);
         }
+        let booleans: BTreeSet<String> = profile.boolean_attributes.iter().cloned().collect();
+        let keys = attributes
+            .iter()
+            .map(|(path, _)| {
+                let key = path.to_string();
+                AttrKey {
+                    user_name: key == "userName",
+                    boolean: booleans.contains(&key),
+                    email: key.starts_with("emails["),
+                    key,
+                }
+            })
+            .collect();
+        let required_keys = required.iter().map(ToString::to_string).collect();
         Ok(Mapping {
             attributes,
-            booleans: profile.boolean_attributes.iter().cloned().collect(),
-            required,
+            keys,
+            required_keys,
             transform,
             scope: Scope {
                 groups: scope.groups.iter().map(|g| g.to_lowercase()).collect(),
@@ -311,12 +338,13 @@ impl Mapping {
     pub fn map_user(&self, user: &SourceUser) -> Result<Attrs, String> {
         let mut attrs = Attrs::new();
         attrs.insert("externalId".into(), Value::String(user.id.0.clone()));
-        for (path, template) in &self.attributes {
-            let key = path.to_string();
+        let mut has_email = false;
+        for ((_, template), k) in self.attributes.iter().zip(&self.keys) {
             let Some(mut text) = template.render(user) else {
                 continue;
             };
-            if key == "userName"
+            let key = k.key.as_str();
+            if k.user_name
                 && let Some(t) = &self.transform
             {
                 text = t.apply(&text)?;
@@ -324,7 +352,7 @@ impl Mapping {
                     return Err("userName is empty after the transform".into());
                 }
             }
-            let value = if self.booleans.contains(&key) {
+            let value = if k.boolean {
                 Value::Bool(parse_bool(&text).ok_or_else(|| {
                     format!("attribute `{key}`: `{text}` is not a boolean (true/false)")
                 })?)
@@ -332,31 +360,36 @@ impl Mapping {
                 if text.chars().any(char::is_control) {
                     return Err(format!("attribute `{key}` contains control characters"));
                 }
-                if text.chars().count() > 1024 {
+                // At most 4 bytes a character: only a long text needs counting.
+                if text.len() > 1024 && text.chars().count() > 1024 {
                     return Err(format!("attribute `{key}` is longer than 1024 characters"));
                 }
                 Value::String(text)
             };
-            attrs.insert(key, value);
+            has_email |= k.email;
+            attrs.insert(k.key.clone(), value);
         }
-        for path in &self.required {
-            if !attrs.contains_key(&path.to_string()) {
-                return Err(format!("required attribute `{path}` has no value"));
+        for key in &self.required_keys {
+            if !attrs.contains_key(key) {
+                return Err(format!("required attribute `{key}` has no value"));
             }
         }
         if let Some(Value::String(u)) = attrs.get("userName")
+            && u.len() > 255
             && u.chars().count() > 255
         {
             return Err("userName is longer than 255 characters".into());
         }
-        for (key, value) in &attrs {
-            if key.starts_with("emails[")
-                && let Value::String(e) = value
-                && let Some(problem) = email_problem(e)
-            {
-                return Err(format!(
-                    "attribute `{key}`: `{e}` is not a valid email address ({problem})"
-                ));
+        if has_email {
+            for (key, value) in &attrs {
+                if key.starts_with("emails[")
+                    && let Value::String(e) = value
+                    && let Some(problem) = email_problem(e)
+                {
+                    return Err(format!(
+                        "attribute `{key}`: `{e}` is not a valid email address ({problem})"
+                    ));
+                }
             }
         }
         Ok(attrs)
@@ -417,6 +450,35 @@ pub struct ScopeStats {
     pub groups_not_pushed: usize,
 }
 
+/// `f` over `items`, in order, on up to as many threads as there are cores
+/// (one thread for small inputs). The result is the same as a plain
+/// `items.iter().map(f).collect()`.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const MIN_PER_THREAD: usize = 4096;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len() / MIN_PER_THREAD)
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for part in parts {
+            out.extend(
+                part.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        out
+    })
+}
+
 /// Build the desired target state from a snapshot: map, validate, scope.
 pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSettings) -> Desired {
     let mut rejects = snapshot.rejects.clone();
@@ -438,7 +500,9 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
 
     // Nested groups: effective (flattened) membership, used by the scope and
     // by the pushed groups alike.
-    let user_ids: HashSet<&SourceId> = snapshot.users.iter().map(|u| &u.id).collect();
+    // Fx hashing: the ids are the admin's own directory (no untrusted keys),
+    // and these sets are probed once or twice per membership.
+    let user_ids: FxHashSet<&SourceId> = snapshot.users.iter().map(|u| &u.id).collect();
     let flat = nested::flatten(&snapshot.groups, |m| user_ids.contains(m));
     let members_of = |i: usize| -> &BTreeSet<SourceId> {
         flat.members[i]
@@ -475,21 +539,27 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
                 .collect()
         });
 
+    let in_group_scope = |u: &SourceUser| scope_members.as_ref().is_none_or(|m| m.contains(&u.id));
+    // Each person maps independently of the others: spread over the cores.
+    let mut mapped = par_map(&snapshot.users, |u| {
+        (!held_users.contains(&u.id) && in_group_scope(u)).then(|| mapping.map_user(u))
+    });
     let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
     let mut out_of_scope = BTreeSet::new();
     let mut origins: BTreeMap<SourceId, &Origin> = BTreeMap::new();
-    for u in &snapshot.users {
+    for (i, u) in snapshot.users.iter().enumerate() {
         if held_users.contains(&u.id) {
             continue;
         }
-        if let Some(members) = &scope_members
-            && !members.contains(&u.id)
-        {
+        if !in_group_scope(u) {
             stats.out_of_group_scope += 1;
             out_of_scope.insert(u.id.clone());
             continue;
         }
-        match mapping.map_user(u) {
+        let Some(result) = mapped[i].take() else {
+            continue;
+        };
+        match result {
             Ok(attrs) => {
                 let email = Mapping::work_email(&attrs, u);
                 if !mapping.domain_in_scope(&email) {
@@ -582,7 +652,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
             .any(|d| d.eq_ignore_ascii_case(&g.name) || d.eq_ignore_ascii_case(g.id.as_str()))
     };
     // One hash lookup per membership (8 M at 1 M users), not a tree search.
-    let provisioned: HashSet<&SourceId> = users.keys().collect();
+    let provisioned: FxHashSet<&SourceId> = users.keys().collect();
     for (i, g) in snapshot.groups.iter().enumerate() {
         if held_groups.contains(&g.id) {
             continue;
@@ -773,6 +843,16 @@ mod tests {
     fn mapping(cfg: MappingConfig, scope: ScopeConfig) -> Mapping {
         let p = Profile::load("atlassian", Path::new(".")).unwrap();
         Mapping::compile(&p, &cfg, &scope).unwrap()
+    }
+
+    #[test]
+    fn par_map_keeps_order_and_results_on_any_size() {
+        for n in [0, 1, 4095, 4096 * 2 + 3, 50_001] {
+            let items: Vec<u64> = (0..n).collect();
+            let f = |x: &u64| x.wrapping_mul(2_654_435_761) % 1000;
+            let want: Vec<u64> = items.iter().map(f).collect();
+            assert_eq!(par_map(&items, f), want, "n = {n}");
+        }
     }
 
     #[test]

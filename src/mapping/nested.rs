@@ -9,7 +9,9 @@
 //! Pure: no I/O. The walk is iterative (Tarjan's strongly connected
 //! components), so a nesting chain of any depth cannot overflow the stack.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+use rustc_hash::FxHashMap;
 
 use crate::model::{SourceGroup, SourceId};
 
@@ -28,17 +30,18 @@ pub struct Flattened {
 
 /// Flatten `groups`; `is_user` tells whether a member id is a user's.
 pub fn flatten(groups: &[SourceGroup], is_user: impl Fn(&SourceId) -> bool) -> Flattened {
-    let index: HashMap<&SourceId, usize> =
+    let index: FxHashMap<&SourceId, usize> =
         groups.iter().enumerate().map(|(i, g)| (&g.id, i)).collect();
-    // Child-group edges.
+    // Child-group edges. The group index is asked first: it is the smaller
+    // table, and most members are no group's id, so `is_user` (a probe into
+    // every person) runs only for the rare id that could be either.
     let children: Vec<Vec<usize>> = groups
         .iter()
         .map(|g| {
             let mut c: Vec<usize> = g
                 .members
                 .iter()
-                .filter(|m| !is_user(m))
-                .filter_map(|m| index.get(m).copied())
+                .filter_map(|m| index.get(m).copied().filter(|_| !is_user(m)))
                 .collect();
             c.sort_unstable();
             c.dedup();
@@ -168,6 +171,7 @@ mod tests {
     use super::*;
     use crate::model::Origin;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     fn group(id: &str, members: &[&str]) -> SourceGroup {
         SourceGroup {
