@@ -64,6 +64,7 @@ pub async fn demo(args: DemoArgs, printer: &Printer) -> Result<ExitStatus, CliEr
         format: Format::Text,
         check: false,
         allow_deprovision: false,
+        fingerprint: false,
     };
     let banner = |s: &str| printer.out(&format!("\n=== {s} ===\n\n"));
 

@@ -313,6 +313,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
                     format: args.format,
                     check: args.check,
                     allow_deprovision: args.allow_deprovision,
+                    fingerprint: false,
                 },
                 args.out.as_deref(),
             )
@@ -341,6 +342,7 @@ pub async fn run(cli: Cli) -> Result<ExitStatus, CliError> {
                 format: args.format,
                 check: false,
                 allow_deprovision: args.allow_deprovision,
+                fingerprint: false,
             };
             let plan = every.map(schedule::Schedule::Every).or(cron);
             match plan {
