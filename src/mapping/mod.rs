@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -546,7 +546,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     });
     let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
     let mut out_of_scope = BTreeSet::new();
-    let mut origins: BTreeMap<SourceId, &Origin> = BTreeMap::new();
+    let mut origins: FxHashMap<&SourceId, &Origin> = FxHashMap::default();
     for (i, u) in snapshot.users.iter().enumerate() {
         if held_users.contains(&u.id) {
             continue;
@@ -572,7 +572,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                origins.insert(u.id.clone(), &u.origin);
+                origins.insert(&u.id, &u.origin);
                 users.insert(
                     u.id.clone(),
                     DesiredUser {
@@ -651,8 +651,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
             .iter()
             .any(|d| d.eq_ignore_ascii_case(&g.name) || d.eq_ignore_ascii_case(g.id.as_str()))
     };
-    // One hash lookup per membership (8 M at 1 M users), not a tree search.
-    let provisioned: FxHashSet<&SourceId> = users.keys().collect();
+    let mut selected = Vec::new();
     for (i, g) in snapshot.groups.iter().enumerate() {
         if held_groups.contains(&g.id) {
             continue;
@@ -665,11 +664,20 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
             stats.groups_not_pushed += 1;
             continue;
         }
-        let members = members_of(i)
+        selected.push(i);
+    }
+    // One hash lookup per membership (8 M at 1 M users), not a tree search;
+    // groups are filtered independently, so on all cores.
+    let provisioned: FxHashSet<&SourceId> = users.keys().collect();
+    let member_sets = par_map(&selected, |&i| -> BTreeSet<SourceId> {
+        members_of(i)
             .iter()
             .filter(|m| provisioned.contains(*m))
             .cloned()
-            .collect();
+            .collect()
+    });
+    for (i, members) in selected.into_iter().zip(member_sets) {
+        let g = &snapshot.groups[i];
         origins_of_groups.insert(g.id.clone(), g.origin.clone());
         desired_groups.insert(
             g.id.clone(),
