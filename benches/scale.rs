@@ -193,7 +193,7 @@ fn plan_one(users: usize) {
     let t_plan = t3.elapsed();
     let total = t0.elapsed();
     let peak_mib = proc_status_mib("VmHWM:");
-    let requests = plan.actions.iter().filter(|a| a.sends_request()).count();
+    let requests: usize = plan.actions.iter().map(|a| a.requests(chunk)).sum();
     drop((actual, plan));
 
     // No change: today's state against itself.

@@ -680,8 +680,10 @@ pub fn membership_count(d: &Directory) -> usize {
 /// (`from` empty: a first sync), with `chunk` members per group PATCH:
 /// one POST per new user or group, one PATCH per changed or departed user
 /// (disable), ⌈adds/chunk⌉ + ⌈removes/chunk⌉ PATCHes per group. A group
-/// rename needs one PATCH when the target can rename groups and none when it
-/// cannot (Atlassian).
+/// rename needs one more PATCH when the target can rename groups; when it
+/// cannot (Atlassian) the renamed group is a POST, ⌈kept/chunk⌉ PATCHes
+/// moving the members that stay, ⌈joined/chunk⌉ for those who joined, and
+/// the DELETE of the old group (its leavers go with it).
 pub fn minimum_writes(from: &Directory, to: &Directory, chunk: usize, can_rename: bool) -> u64 {
     let chunk = chunk.max(1);
     let before: BTreeMap<u64, &GenUser> = from.users.iter().map(|u| (u.id, u)).collect();
@@ -704,9 +706,13 @@ pub fn minimum_writes(from: &Directory, to: &Directory, chunk: usize, can_rename
             Some(old) => {
                 let a: BTreeSet<u64> = old.members.iter().copied().collect();
                 let b: BTreeSet<u64> = g.members.iter().copied().collect();
-                n += ceil(b.difference(&a).count()) + ceil(a.difference(&b).count());
-                if can_rename && old.name != g.name {
-                    n += 1;
+                let joined = ceil(b.difference(&a).count());
+                if old.name == g.name {
+                    n += joined + ceil(a.difference(&b).count());
+                } else if can_rename {
+                    n += 1 + joined + ceil(a.difference(&b).count());
+                } else {
+                    n += 2 + ceil(a.intersection(&b).count()) + joined;
                 }
             }
         }

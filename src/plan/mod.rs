@@ -457,6 +457,22 @@ impl Action {
             | Action::UpdateGroup { changes, adopt: Some(_), .. } if changes.is_empty()
         )
     }
+
+    /// How many write requests executing the action sends, with
+    /// `member_chunk` members per group PATCH. One for every action but a
+    /// link-only adoption (none) and a rename on a target that cannot rename
+    /// (the POST of the new group, the PATCHes moving its members, the
+    /// DELETE of the old one).
+    pub fn requests(&self, member_chunk: usize) -> usize {
+        match self {
+            Action::RenameGroup {
+                members,
+                delete_old,
+                ..
+            } => 1 + members.len().div_ceil(member_chunk.max(1)) + usize::from(*delete_old),
+            other => usize::from(other.sends_request()),
+        }
+    }
 }
 
 /// Counts of a plan, for the summary line.

@@ -1014,6 +1014,11 @@ fn rename_moves_the_members_that_stay_and_adds_new_ones_after_the_create() {
     let text = render::render_human(&plan, &[], render::Style { color: false });
     assert!(text.contains("group Old name -> Group g"), "{text}");
     assert!(text.contains("move 2 members"), "{text}");
+    // Requests: the POST, one PATCH moving u1 and u4, the DELETE of the old
+    // group; with one member per PATCH, two moves.
+    assert_eq!(renames[0].requests(100), 3);
+    assert_eq!(renames[0].requests(1), 4);
+    assert_eq!(adds[0].requests(100), 1);
 
     // Deleting groups switched off: the old group is left in place.
     let keep = compute(
@@ -1024,6 +1029,11 @@ fn rename_moves_the_members_that_stay_and_adds_new_ones_after_the_create() {
             ..policy()
         },
     );
+    let kept_rename = keep
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::RenameGroup { .. }));
+    assert_eq!(kept_rename.map(|a| a.requests(100)), Some(2));
     assert!(keep.actions.iter().any(|a| matches!(
         a,
         Action::RenameGroup {
