@@ -29,6 +29,11 @@ use scimsync::store::{GroupLink, UserLink};
 use scimsync::{mapping, plan, source, target};
 use serde_json::{Value, json};
 
+// The same allocator as the `scimsync` binary, so the in-process stages
+// (section 1) cost what they cost in a real run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEED: u64 = 7;
 const CHANGE_RATE: f64 = 0.01;
 /// The binary under test: `SCIMSYNC_BIN`, or the one cargo built with this bench.
