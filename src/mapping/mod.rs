@@ -453,7 +453,7 @@ pub struct ScopeStats {
 /// `f` over `items`, in order, on up to as many threads as there are cores
 /// (one thread for small inputs). The result is the same as a plain
 /// `items.iter().map(f).collect()`.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
     const MIN_PER_THREAD: usize = 4096;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -598,17 +598,27 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     // --- users ---------------------------------------------------------------
     let mut will_exist: BTreeSet<&SourceId> = BTreeSet::new();
     let mut being_deleted: BTreeSet<&SourceId> = BTreeSet::new();
-    for (id, want) in &desired.users {
+    // Comparing every person's attributes is the bulk of a routine plan and
+    // each comparison stands alone: done on all cores, consumed in order.
+    let wanted: Vec<(&SourceId, &DesiredUser)> = desired.users.iter().collect();
+    let compared = crate::mapping::par_map(&wanted, |(id, want)| {
+        let have = actual.users.get(*id)?;
+        let adopt = have.link != LinkState::Linked;
+        Some((
+            have,
+            if policy.update_users || adopt {
+                attr_changes(&desired.managed_paths, &want.attrs, have)
+            } else {
+                Vec::new()
+            },
+        ))
+    });
+    for ((id, want), found) in wanted.into_iter().zip(compared) {
         let want_active = want.attrs.get("active") != Some(&Value::Bool(false));
-        match actual.users.get(id) {
-            Some(have) => {
+        match found {
+            Some((have, mut changes)) => {
                 will_exist.insert(id);
                 let adopt = (have.link != LinkState::Linked).then_some(have.link);
-                let mut changes = if policy.update_users || adopt.is_some() {
-                    attr_changes(&desired.managed_paths, &want.attrs, have)
-                } else {
-                    Vec::new()
-                };
                 if !policy.update_users {
                     // Adoption still links; attribute updates are switched off.
                     changes.clear();
@@ -674,8 +684,12 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             }
         }
     }
+    // Both maps are sorted by id: walk them together instead of a tree
+    // search per account.
+    let mut wanted_ids = desired.users.keys().peekable();
     for (id, have) in &actual.users {
-        if desired.users.contains_key(id)
+        while wanted_ids.next_if(|w| *w < id).is_some() {}
+        if wanted_ids.peek() == Some(&id)
             || desired.held_users.contains(id)
             || have.link != LinkState::Linked
         {
