@@ -157,12 +157,11 @@ enum Row<'r> {
     /// Column → value, borrowed.
     Fields(Fields<'r>),
     /// An unusable record: the reason, and the columns that could still be
-    /// read (so the person's id can be held); `stop` when the rest of the
-    /// stream cannot be trusted.
+    /// read (so the person's id can be held). After a record the reader
+    /// cannot parse, [`records`] hands out nothing more.
     Bad {
         reason: String,
         partial: BTreeMap<String, String>,
-        stop: bool,
     },
 }
 
@@ -204,7 +203,6 @@ fn records(
                     Row::Bad {
                         reason: format!("unreadable record: {e}"),
                         partial: BTreeMap::new(),
-                        stop: true,
                     },
                 );
                 break;
@@ -273,7 +271,6 @@ fn records(
                         Some(reason) => Row::Bad {
                             reason,
                             partial: fields.to_map(),
-                            stop: false,
                         },
                     },
                 );
@@ -281,6 +278,13 @@ fn records(
         }
     }
     Ok(())
+}
+
+fn line_origin(file: &str, line: u64) -> Origin {
+    Origin {
+        file: file.to_owned(),
+        location: format!("line {line}"),
+    }
 }
 
 fn non_empty(v: Option<&String>) -> Option<String> {
@@ -314,7 +318,6 @@ pub(super) fn load_users(
     }
     duplicate_column(path, &names)?;
     let file = path.display().to_string();
-    let mut stopped = false;
     records(
         path,
         body,
@@ -322,21 +325,11 @@ pub(super) fn load_users(
         &mut rdr,
         &names,
         |line, row| {
-            if stopped {
-                return;
-            }
-            let origin = |line| Origin {
-                file: file.clone(),
-                location: format!("line {line}"),
-            };
+            let origin = |line| line_origin(&file, line);
             match row {
                 Row::Blank => {}
                 Row::Fields(fields) => builder.user(origin(line), fields.to_map()),
-                Row::Bad {
-                    reason,
-                    partial,
-                    stop,
-                } => {
+                Row::Bad { reason, partial } => {
                     // Keep the id when it could be read: the account is then held,
                     // never deprovisioned because of a bad row.
                     let label =
@@ -348,7 +341,6 @@ pub(super) fn load_users(
                         label,
                         reason,
                     );
-                    stopped = stop;
                 }
             }
         },
@@ -378,7 +370,6 @@ pub(super) fn load_groups(
     }
     duplicate_column(path, &names)?;
     let file = path.display().to_string();
-    let mut stopped = false;
     records(
         path,
         body,
@@ -386,13 +377,7 @@ pub(super) fn load_groups(
         &mut rdr,
         &names,
         |line, row| {
-            if stopped {
-                return;
-            }
-            let origin = |line| Origin {
-                file: file.clone(),
-                location: format!("line {line}"),
-            };
+            let origin = |line| line_origin(&file, line);
             match row {
                 Row::Blank => {}
                 Row::Fields(f) => {
@@ -403,15 +388,10 @@ pub(super) fn load_groups(
                         f.get("member"),
                     );
                 }
-                Row::Bad {
-                    reason,
-                    partial,
-                    stop,
-                } => {
+                Row::Bad { reason, partial } => {
                     let name = non_empty(partial.get("group"));
                     let id = non_empty(partial.get("group_id")).or(name.clone());
                     builder.reject(RecordKind::Group, origin(line), id, name, reason);
-                    stopped = stop;
                 }
             }
         },
