@@ -450,35 +450,6 @@ pub struct ScopeStats {
     pub groups_not_pushed: usize,
 }
 
-/// `f` over `items`, in order, on up to as many threads as there are cores
-/// (one thread for small inputs). The result is the same as a plain
-/// `items.iter().map(f).collect()`.
-pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    const MIN_PER_THREAD: usize = 4096;
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len() / MIN_PER_THREAD)
-        .max(1);
-    if threads == 1 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for part in parts {
-            out.extend(
-                part.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            );
-        }
-        out
-    })
-}
-
 /// Build the desired target state from a snapshot: map, validate, scope.
 pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSettings) -> Desired {
     let mut rejects = snapshot.rejects.clone();
@@ -541,7 +512,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
 
     let in_group_scope = |u: &SourceUser| scope_members.as_ref().is_none_or(|m| m.contains(&u.id));
     // Each person maps independently of the others: spread over the cores.
-    let mut mapped = par_map(&snapshot.users, |u| {
+    let mut mapped = crate::par::par_map(&snapshot.users, |u| {
         (!held_users.contains(&u.id) && in_group_scope(u)).then(|| mapping.map_user(u))
     });
     let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
@@ -669,7 +640,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     // One hash lookup per membership (8 M at 1 M users), not a tree search;
     // groups are filtered independently, so on all cores.
     let provisioned: FxHashSet<&SourceId> = users.keys().collect();
-    let member_sets = par_map(&selected, |&i| -> BTreeSet<SourceId> {
+    let member_sets = crate::par::par_map(&selected, |&i| -> BTreeSet<SourceId> {
         members_of(i)
             .iter()
             .filter(|m| provisioned.contains(*m))
@@ -851,16 +822,6 @@ mod tests {
     fn mapping(cfg: MappingConfig, scope: ScopeConfig) -> Mapping {
         let p = Profile::load("atlassian", Path::new(".")).unwrap();
         Mapping::compile(&p, &cfg, &scope).unwrap()
-    }
-
-    #[test]
-    fn par_map_keeps_order_and_results_on_any_size() {
-        for n in [0, 1, 4095, 4096 * 2 + 3, 50_001] {
-            let items: Vec<u64> = (0..n).collect();
-            let f = |x: &u64| x.wrapping_mul(2_654_435_761) % 1000;
-            let want: Vec<u64> = items.iter().map(f).collect();
-            assert_eq!(par_map(&items, f), want, "n = {n}");
-        }
     }
 
     #[test]

@@ -601,7 +601,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     // Comparing every person's attributes is the bulk of a routine plan and
     // each comparison stands alone: done on all cores, consumed in order.
     let wanted: Vec<(&SourceId, &DesiredUser)> = desired.users.iter().collect();
-    let compared = crate::mapping::par_map(&wanted, |(id, want)| {
+    let compared = crate::par::par_map(&wanted, |(id, want)| {
         let have = actual.users.get(*id)?;
         let adopt = have.link != LinkState::Linked;
         Some((
