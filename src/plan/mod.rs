@@ -18,6 +18,7 @@
 //! deleted. Users whose source record was rejected are "held": nothing is done
 //! to their account or memberships until the record is fixed.
 
+mod attrs;
 pub mod guard;
 pub mod render;
 pub mod risk;
@@ -34,8 +35,7 @@ use crate::mapping::ScopeStats;
 use crate::model::{Reject, ScimId, SourceId};
 use crate::scim::AttrPath;
 
-/// A user's target attributes: SCIM attribute path → JSON value.
-pub type Attrs = BTreeMap<String, Value>;
+pub use attrs::Attrs;
 
 /// A user as the target should have it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
