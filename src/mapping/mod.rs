@@ -336,7 +336,7 @@ impl Mapping {
 
     /// Map and validate one source user into target attributes.
     pub fn map_user(&self, user: &SourceUser) -> Result<Attrs, String> {
-        let mut attrs = Attrs::new();
+        let mut attrs = Attrs::with_capacity(self.keys.len() + 1);
         attrs.insert("externalId".into(), Value::String(user.id.0.clone()));
         let mut has_email = false;
         for ((_, template), k) in self.attributes.iter().zip(&self.keys) {

@@ -557,6 +557,11 @@ fn same_value(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
 /// `active` is left out: enabling and disabling are decided by the caller.
 fn attr_changes(managed: &BTreeSet<String>, desired: &Attrs, actual: &ActualUser) -> Vec<Change> {
     let mut changes = Vec::new();
+    // The usual case on a routine run: the state last pushed is exactly what
+    // is wanted. One linear comparison instead of two lookups per path.
+    if *desired == actual.attrs {
+        return changes;
+    }
     for path in managed {
         if path == "active" {
             continue;
