@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 
-use crate::model::{Origin, Snapshot, SourceGroup, SourceId, SourceUser};
+use crate::model::{Fields, Origin, Snapshot, SourceGroup, SourceId, SourceUser};
 
 /// A small deterministic generator (SplitMix64): the same seed gives the
 /// same directory on every machine and every version of the toolchain.
@@ -634,10 +634,10 @@ pub fn to_snapshot(d: &Directory) -> Snapshot {
         .enumerate()
         .map(|(i, u)| {
             let cols = u.columns();
-            let fields: BTreeMap<String, String> = USER_FIELDS
+            let fields: Fields = USER_FIELDS
                 .iter()
                 .zip(cols.iter().skip(1))
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .map(|(k, v)| (*k, v.clone()))
                 .collect();
             SourceUser {
                 id: SourceId(cols[0].clone()),

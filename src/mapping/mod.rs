@@ -794,10 +794,7 @@ mod tests {
     fn user(id: &str, fields: &[(&str, &str)]) -> SourceUser {
         SourceUser {
             id: SourceId::from(id),
-            fields: fields
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            fields: fields.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
             active: true,
             groups: vec![],
             origin: Origin {
@@ -877,7 +874,7 @@ mod tests {
         let attrs = m.map_user(&full("1", "Ann", "Lee", "ann@x.org")).unwrap();
         assert_eq!(attrs["userName"], json!("ann"));
         let mut u = full("2", "Bo", "Ek", "bo@x.org");
-        u.fields.insert("user_name".into(), "bo".into());
+        u.fields.insert("user_name", "bo".into());
         assert!(m.map_user(&u).unwrap_err().contains("does not match"));
     }
 

@@ -2006,7 +2006,7 @@ fn all_groups() -> GroupSettings {
 
 fn source_user(i: usize, name: &str, family: &str, active: bool, title: &str) -> SourceUser {
     let email = format!("{name}@x.org");
-    let mut fields: BTreeMap<String, String> = [
+    let mut fields: crate::model::Fields = [
         ("user_name", email.as_str()),
         ("email", email.as_str()),
         ("given_name", name),
@@ -2015,7 +2015,7 @@ fn source_user(i: usize, name: &str, family: &str, active: bool, title: &str) ->
     ]
     .into_iter()
     .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .map(|(k, v)| (k, v.to_owned()))
     .collect();
     fields.retain(|_, v| !v.is_empty());
     SourceUser {

@@ -1,11 +1,11 @@
 //! CSV loader: a header row, one person (or membership) per record.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::path::Path;
 
 use super::{Builder, Columns, SourceError, read_file};
 use crate::config::SourceSettings;
-use crate::model::{Origin, RecordKind};
+use crate::model::{self, Origin, RecordKind};
 
 fn strip_bom(bytes: &[u8]) -> &[u8] {
     bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)
@@ -40,7 +40,7 @@ fn headers(path: &Path, rdr: &mut ::csv::Reader<&[u8]>) -> Result<Vec<String>, S
     Ok(out)
 }
 
-fn duplicate_column(path: &Path, names: &[String]) -> Result<(), SourceError> {
+fn duplicate_column(path: &Path, names: &[Cow<'static, str>]) -> Result<(), SourceError> {
     let mut seen = std::collections::HashSet::new();
     for n in names {
         if !seen.insert(n) {
@@ -128,25 +128,26 @@ impl<'b> Lines<'b> {
 /// A well-formed row, borrowed from the reader: every field is valid UTF-8
 /// and the count matches the header.
 struct Fields<'r> {
-    names: &'r [String],
+    names: &'r [Cow<'static, str>],
     record: &'r ::csv::ByteRecord,
 }
 
 impl Fields<'_> {
     /// The value of the column `name` (canonical), when the file has it.
     fn get(&self, name: &str) -> Option<&str> {
-        let i = self.names.iter().position(|n| n == name)?;
+        let i = self.names.iter().position(|n| n.as_ref() == name)?;
         // Checked to be UTF-8 before the row was handed out.
         std::str::from_utf8(self.record.get(i)?).ok()
     }
 
     /// Canonical column name → value, for records that are kept whole.
-    fn to_map(&self) -> BTreeMap<String, String> {
-        self.names
-            .iter()
-            .zip(self.record.iter())
-            .filter_map(|(n, v)| Some((n.clone(), std::str::from_utf8(v).ok()?.to_owned())))
-            .collect()
+    fn to_map(&self) -> model::Fields {
+        let pairs = self.names.iter().zip(self.record.iter());
+        model::Fields::from_pairs(
+            pairs
+                .filter_map(|(n, v)| Some((n.clone(), std::str::from_utf8(v).ok()?.to_owned())))
+                .collect(),
+        )
     }
 }
 
@@ -161,7 +162,7 @@ enum Row<'r> {
     /// cannot parse, [`records`] hands out nothing more.
     Bad {
         reason: String,
-        partial: BTreeMap<String, String>,
+        partial: model::Fields,
     },
 }
 
@@ -173,7 +174,7 @@ fn records(
     body: &[u8],
     delimiter: u8,
     rdr: &mut ::csv::Reader<&[u8]>,
-    names: &[String],
+    names: &[Cow<'static, str>],
     mut each: impl FnMut(u64, Row<'_>),
 ) -> Result<(), SourceError> {
     let mut lines = Lines::new(body);
@@ -202,7 +203,7 @@ fn records(
                     line,
                     Row::Bad {
                         reason: format!("unreadable record: {e}"),
-                        partial: BTreeMap::new(),
+                        partial: model::Fields::new(),
                     },
                 );
                 break;
@@ -301,9 +302,9 @@ pub(super) fn load_users(
     let body = strip_bom(&bytes);
     let mut rdr = reader(body, settings);
     let cols = Columns::new(settings);
-    let names: Vec<String> = headers(path, &mut rdr)?
+    let names: Vec<Cow<'static, str>> = headers(path, &mut rdr)?
         .iter()
-        .map(|h| cols.canonical(h))
+        .map(|h| model::field_name(&cols.canonical(h)))
         .collect();
     if !names.iter().any(|n| n == "id") {
         let hint = settings
@@ -356,9 +357,9 @@ pub(super) fn load_groups(
     let bytes = read_file(path)?;
     let body = strip_bom(&bytes);
     let mut rdr = reader(body, settings);
-    let names: Vec<String> = headers(path, &mut rdr)?
+    let names: Vec<Cow<'static, str>> = headers(path, &mut rdr)?
         .iter()
-        .map(|h| h.to_ascii_lowercase())
+        .map(|h| Cow::Owned(h.to_ascii_lowercase()))
         .collect();
     if !names.iter().any(|n| n == "group") {
         return Err(SourceError::Format {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Builder, Columns, SourceError, read_file};
 use crate::config::SourceSettings;
-use crate::model::{Origin, RecordKind};
+use crate::model::{Fields, Origin, RecordKind};
 
 fn origin(path: &Path, location: String) -> Origin {
     Origin {
@@ -92,7 +92,7 @@ pub(super) fn load(
             );
             continue;
         };
-        let mut fields = BTreeMap::new();
+        let mut fields = Fields::new();
         let mut problem = None;
         let mut keys: BTreeMap<String, &String> = BTreeMap::new();
         for (k, v) in obj {

@@ -11,7 +11,7 @@ mod csv;
 mod json;
 pub mod ldap;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use crate::config::{SourceKind, SourceSettings};
 use crate::mapping::parse_bool;
 use crate::model::{
-    Origin, RecordKind, Reject, STANDARD_FIELDS, Snapshot, SourceGroup, SourceId, SourceUser,
-    email_problem,
+    Fields, Origin, RecordKind, Reject, STANDARD_FIELDS, Snapshot, SourceGroup, SourceId,
+    SourceUser, email_problem,
 };
 
 /// Longest accepted field value, in bytes.
@@ -197,16 +197,16 @@ impl<'a> Builder<'a> {
     }
 
     /// Validate one user record given as canonical field → value.
-    pub(crate) fn user(&mut self, origin: Origin, mut fields: BTreeMap<String, String>) {
+    pub(crate) fn user(&mut self, origin: Origin, mut fields: Fields) {
         let mut id = fields.remove("id").unwrap_or_default();
         trim_in_place(&mut id);
         // Only a rejected record needs a label: computed then, not per row.
-        let label_of = |fields: &BTreeMap<String, String>| {
+        let label_of = |fields: &Fields| {
             ["user_name", "email", "display_name"]
                 .iter()
                 .find_map(|f| fields.get(*f).filter(|v| !v.trim().is_empty()).cloned())
         };
-        let reject = |b: &mut Self, fields: &BTreeMap<String, String>, reason: String| {
+        let reject = |b: &mut Self, fields: &Fields, reason: String| {
             b.reject(
                 RecordKind::User,
                 origin.clone(),

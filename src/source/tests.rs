@@ -1,7 +1,7 @@
 //! Loader tests over the malformed corpus in `fixtures/malformed/` (documented
 //! file by file in its README) plus a few generated inputs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::*;

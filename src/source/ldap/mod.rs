@@ -319,7 +319,7 @@ fn convert(s: &LdapSettings, fetched: Fetched, b: &mut Builder<'_>) {
                 continue;
             }
         };
-        let mut fields = std::collections::BTreeMap::new();
+        let mut fields = crate::model::Fields::new();
         let mut problem = None;
         for (field, alts) in &s.attributes {
             if field == "id" {
@@ -364,7 +364,7 @@ fn convert(s: &LdapSettings, fetched: Fetched, b: &mut Builder<'_>) {
                 user_member_of.push((sid, groups));
             }
         }
-        fields.insert("id".into(), id);
+        fields.insert("id", id);
         b.user(o, fields);
     }
 
