@@ -204,7 +204,7 @@ impl<'a> Builder<'a> {
         let label_of = |fields: &Fields| {
             ["user_name", "email", "display_name"]
                 .iter()
-                .find_map(|f| fields.get(*f).filter(|v| !v.trim().is_empty()).cloned())
+                .find_map(|f| fields.get(f).filter(|v| !v.trim().is_empty()).cloned())
         };
         let reject = |b: &mut Self, fields: &Fields, reason: String| {
             b.reject(
