@@ -125,7 +125,7 @@ pub fn reconcile(
                     link.source_id.clone(),
                     ActualUser {
                         scim_id: link.scim_id.clone(),
-                        attrs: scim::read_attrs(resource, managed.iter()),
+                        attrs: scim::read_attrs(resource, managed.iter().map(String::as_str)),
                         link: LinkState::Linked,
                         pushed: Some(link.state.clone()),
                     },
@@ -192,7 +192,7 @@ pub fn reconcile(
                     sid.clone(),
                     ActualUser {
                         scim_id: id,
-                        attrs: scim::read_attrs(resource, managed.iter()),
+                        attrs: scim::read_attrs(resource, managed.iter().map(String::as_str)),
                         link: how,
                         pushed: None,
                     },

@@ -8,6 +8,7 @@
 //! booleans, unique userName) before anything is sent; a user that fails is
 //! rejected with a reason and its target account is left untouched.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use regex::Regex;
@@ -204,7 +205,8 @@ pub struct Mapping {
 /// An attribute's key and checks, precomputed (see [`Mapping::map_user`]).
 #[derive(Clone, Debug)]
 struct AttrKey {
-    key: String,
+    /// Interned: every person's attribute shares this one string.
+    key: Cow<'static, str>,
     user_name: bool,
     boolean: bool,
     email: bool,
@@ -302,7 +304,7 @@ impl Mapping {
                     user_name: key == "userName",
                     boolean: booleans.contains(&key),
                     email: key.starts_with("emails["),
-                    key,
+                    key: crate::plan::attr_path(&key),
                 }
             })
             .collect();
@@ -337,13 +339,13 @@ impl Mapping {
     /// Map and validate one source user into target attributes.
     pub fn map_user(&self, user: &SourceUser) -> Result<Attrs, String> {
         let mut attrs = Attrs::with_capacity(self.keys.len() + 1);
-        attrs.insert("externalId".into(), Value::String(user.id.0.clone()));
+        attrs.insert("externalId", Value::String(user.id.0.clone()));
         let mut has_email = false;
         for ((_, template), k) in self.attributes.iter().zip(&self.keys) {
             let Some(mut text) = template.render(user) else {
                 continue;
             };
-            let key = k.key.as_str();
+            let key = k.key.as_ref();
             if k.user_name
                 && let Some(t) = &self.transform
             {

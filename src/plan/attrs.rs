@@ -6,9 +6,16 @@
 //! eleven entries each, about half the memory, and lookups by binary search.
 //! It iterates, compares and serializes exactly as the sorted map did (the
 //! stored state and saved plans are the same JSON objects).
+//!
+//! The paths themselves are few (the mapping's, a dozen or two) but were a
+//! string per attribute per person: they are interned instead ([`path`]), so
+//! every person's `name.givenName` is the same static string.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt;
 use std::ops::Index;
+use std::sync::{Mutex, PoisonError};
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -18,7 +25,40 @@ use serde_json::Value;
 /// A user's target attributes: SCIM attribute path → JSON value, sorted by
 /// path, each path at most once.
 #[derive(Clone, Default, PartialEq)]
-pub struct Attrs(Vec<(String, Value)>);
+pub struct Attrs(Vec<(Cow<'static, str>, Value)>);
+
+/// Paths interned so far. Attribute paths are a small closed set (the
+/// mapping's, the connector's), so each distinct one is kept for the life of
+/// the process; past the caps below (a store or saved plan full of odd keys)
+/// paths are simply owned, never leaked without bound.
+static INTERNED: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+const MAX_INTERNED: usize = 4096;
+const MAX_INTERNED_LEN: usize = 256;
+
+/// The shared static copy of an attribute path (owned when past the caps).
+pub fn path(p: &str) -> Cow<'static, str> {
+    if p.len() > MAX_INTERNED_LEN {
+        return Cow::Owned(p.to_owned());
+    }
+    let mut guard = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+    let set = guard.get_or_insert_with(HashSet::new);
+    if let Some(known) = set.get(p) {
+        return Cow::Borrowed(known);
+    }
+    if set.len() >= MAX_INTERNED {
+        return Cow::Owned(p.to_owned());
+    }
+    let leaked: &'static str = Box::leak(p.to_owned().into_boxed_str());
+    set.insert(leaked);
+    Cow::Borrowed(leaked)
+}
+
+fn interned(p: Cow<'static, str>) -> Cow<'static, str> {
+    match p {
+        Cow::Owned(s) => path(&s),
+        known => known,
+    }
+}
 
 impl Attrs {
     /// No attributes.
@@ -32,7 +72,7 @@ impl Attrs {
     }
 
     fn find(&self, path: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(path))
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(path))
     }
 
     /// The value at `path`.
@@ -46,11 +86,12 @@ impl Attrs {
     }
 
     /// Set `path` to `value`; the value it replaces, if any.
-    pub fn insert(&mut self, path: String, value: Value) -> Option<Value> {
+    pub fn insert(&mut self, path: impl Into<Cow<'static, str>>, value: Value) -> Option<Value> {
+        let path = path.into();
         match self.find(&path) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
-                self.0.insert(i, (path, value));
+                self.0.insert(i, (interned(path), value));
                 None
             }
         }
@@ -62,13 +103,13 @@ impl Attrs {
     }
 
     /// The attributes in path order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&String, &Value)> + '_ {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + '_ {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// The paths, in order.
-    pub fn keys(&self) -> impl ExactSizeIterator<Item = &String> + '_ {
-        self.0.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.0.iter().map(|(k, _)| k.as_ref())
     }
 
     /// How many attributes.
@@ -83,13 +124,13 @@ impl Attrs {
 
     /// Sort pairs gathered in any order; the last value given for a path wins
     /// (as inserting them one by one into a map would).
-    fn from_pairs(mut pairs: Vec<(String, Value)>) -> Self {
+    fn from_pairs(mut pairs: Vec<(Cow<'static, str>, Value)>) -> Self {
         if pairs.is_sorted_by(|a, b| a.0 < b.0) {
             return Self(pairs);
         }
         // Stable: equal paths keep their order, so the last one is the latest.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(String, Value)> = Vec::with_capacity(pairs.len());
+        let mut out: Vec<(Cow<'static, str>, Value)> = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
             match out.last_mut() {
                 Some(last) if last.0 == k => last.1 = v,
@@ -116,30 +157,25 @@ impl Index<&str> for Attrs {
     }
 }
 
-impl<K: Into<String>> FromIterator<(K, Value)> for Attrs {
+impl<K: AsRef<str>> FromIterator<(K, Value)> for Attrs {
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Self {
-        Self::from_pairs(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        Self::from_pairs(
+            iter.into_iter()
+                .map(|(k, v)| (path(k.as_ref()), v))
+                .collect(),
+        )
     }
 }
 
 impl<'a> IntoIterator for &'a Attrs {
-    type Item = (&'a String, &'a Value);
+    type Item = (&'a str, &'a Value);
     type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, Value)>,
-        fn(&'a (String, Value)) -> (&'a String, &'a Value),
+        std::slice::Iter<'a, (Cow<'static, str>, Value)>,
+        fn(&'a (Cow<'static, str>, Value)) -> (&'a str, &'a Value),
     >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
-    }
-}
-
-impl IntoIterator for Attrs {
-    type Item = (String, Value);
-    type IntoIter = std::vec::IntoIter<(String, Value)>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 }
 
@@ -166,8 +202,9 @@ impl<'de> Deserialize<'de> for Attrs {
 
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Attrs, A::Error> {
                 let mut pairs = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
-                while let Some(pair) = access.next_entry::<String, Value>()? {
-                    pairs.push(pair);
+                // Borrowed from the input when it has no escapes: no copy to intern.
+                while let Some((k, v)) = access.next_entry::<Cow<'de, str>, Value>()? {
+                    pairs.push((path(&k), v));
                 }
                 Ok(Attrs::from_pairs(pairs))
             }
@@ -189,9 +226,9 @@ mod tests {
     #[test]
     fn behaves_like_a_sorted_map() {
         let mut a = Attrs::new();
-        assert_eq!(a.insert("userName".into(), json!("ann")), None);
-        assert_eq!(a.insert("active".into(), json!(true)), None);
-        assert_eq!(a.insert("userName".into(), json!("bo")), Some(json!("ann")));
+        assert_eq!(a.insert("userName", json!("ann")), None);
+        assert_eq!(a.insert("active", json!(true)), None);
+        assert_eq!(a.insert("userName", json!("bo")), Some(json!("ann")));
         assert_eq!(a.keys().collect::<Vec<_>>(), ["active", "userName"]);
         assert_eq!(a["userName"], json!("bo"));
         assert!(a.contains_key("active"));
@@ -199,6 +236,19 @@ mod tests {
         assert_eq!(a.remove("active"), None);
         assert_eq!(a.len(), 1);
         assert_eq!(format!("{a:?}"), r#"{"userName": String("bo")}"#);
+    }
+
+    #[test]
+    fn paths_are_shared_not_copied() {
+        let (a, b) = (path("name.givenName"), path(String::from("name.givenName").as_str()));
+        assert!(matches!((&a, &b), (Cow::Borrowed(x), Cow::Borrowed(y)) if std::ptr::eq(*x, *y)));
+        let long = "x".repeat(MAX_INTERNED_LEN + 1);
+        assert!(matches!(path(&long), Cow::Owned(_)), "past the cap: owned");
+        let mut attrs = Attrs::new();
+        attrs.insert(String::from("title"), json!("CTO"));
+        let decoded: Attrs = serde_json::from_str(r#"{"title": "CTO"}"#).unwrap();
+        assert!(matches!(&attrs.0[0].0, Cow::Borrowed(x) if std::ptr::eq(*x, &*path("title"))));
+        assert!(matches!(&decoded.0[0].0, Cow::Borrowed(x) if std::ptr::eq(*x, &*path("title"))));
     }
 
     #[test]
@@ -224,7 +274,7 @@ mod tests {
                 }
                 prop_assert_eq!(ours.get("k3"), theirs.get("k3"));
             }
-            prop_assert!(ours.iter().eq(theirs.iter()));
+            prop_assert!(ours.iter().eq(theirs.iter().map(|(k, v)| (k.as_str(), v))));
             prop_assert_eq!(serde_json::to_string(&ours).unwrap(), serde_json::to_string(&theirs).unwrap());
             let collected: Attrs = theirs.clone().into_iter().rev().collect();
             prop_assert!(collected == ours);

@@ -36,6 +36,7 @@ use crate::model::{Reject, ScimId, SourceId};
 use crate::scim::AttrPath;
 
 pub use attrs::Attrs;
+pub(crate) use attrs::path as attr_path;
 
 /// A user as the target should have it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -66,16 +66,16 @@ fn managed() -> BTreeSet<String> {
 /// The attributes the mapping would give a user `id` named `name`.
 fn attrs(id: &str, name: &str) -> Attrs {
     let mut a = Attrs::new();
-    a.insert("externalId".into(), json!(id));
-    a.insert("userName".into(), json!(format!("{name}@x.org")));
-    a.insert(EMAIL.into(), json!(format!("{name}@x.org")));
-    a.insert("displayName".into(), json!(name));
-    a.insert("active".into(), json!(true));
+    a.insert("externalId", json!(id));
+    a.insert("userName", json!(format!("{name}@x.org")));
+    a.insert(EMAIL, json!(format!("{name}@x.org")));
+    a.insert("displayName", json!(name));
+    a.insert("active", json!(true));
     a
 }
 
 fn with(mut a: Attrs, path: &str, v: Value) -> Attrs {
-    a.insert(path.into(), v);
+    a.insert(path.to_owned(), v);
     a
 }
 
@@ -1595,7 +1595,7 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                 let u = a.users.get_mut(user).expect("disabled user exists");
                 assert_eq!(&u.scim_id, scim_id);
                 assert!(u.active(), "{user} disabled twice");
-                u.attrs.insert("active".into(), Value::Bool(false));
+                u.attrs.insert("active", Value::Bool(false));
             }
             Action::DeleteUser { user, scim_id, .. } => {
                 let u = a.users.remove(user).expect("deleted user exists");
@@ -1655,21 +1655,21 @@ fn arb_attrs(id: &'static str) -> impl Strategy<Value = Attrs> {
     )
         .prop_map(move |(name, upper, title, given, active, nick)| {
             let mut a = Attrs::new();
-            a.insert("externalId".into(), json!(id));
-            a.insert("userName".into(), json!(format!("{name}.{id}@x.org")));
+            a.insert("externalId", json!(id));
+            a.insert("userName", json!(format!("{name}.{id}@x.org")));
             let email = format!("{name}.{id}@x.org");
             a.insert(
-                EMAIL.into(),
+                EMAIL,
                 json!(if upper { email.to_uppercase() } else { email }),
             );
-            a.insert("active".into(), json!(active));
+            a.insert("active", json!(active));
             for (path, v) in [
                 ("title", title),
                 ("name.givenName", given),
                 ("nickName", nick),
             ] {
                 if let Some(v) = v {
-                    a.insert(path.into(), v);
+                    a.insert(path.to_owned(), v);
                 }
             }
             a

@@ -1082,7 +1082,7 @@ async fn adopt_user(
     for (path, want) in attrs {
         if current.get(path) != Some(want) {
             changes.push(Change {
-                path: path.clone(),
+                path: path.to_owned(),
                 old: current.get(path).cloned(),
                 new: Some(want.clone()),
                 drift: false,
@@ -1133,7 +1133,7 @@ async fn adopt_user(
             shared.check_fatal(&f.error);
             // Linked (so it is never duplicated) with the state it really has.
             let mut state = current;
-            state.insert("externalId".into(), Value::String(user.0.clone()));
+            state.insert("externalId", Value::String(user.0.clone()));
             done_failed(vec![
                 row.record(
                     Some(user),

@@ -67,13 +67,13 @@ pub fn remove_member_op(id: &ScimId) -> Value {
 }
 
 /// Read the managed attributes of a user resource.
-pub fn read_attrs<'a>(resource: &Value, managed: impl Iterator<Item = &'a String>) -> Attrs {
+pub fn read_attrs<'a>(resource: &Value, managed: impl Iterator<Item = &'a str>) -> Attrs {
     let mut attrs = Attrs::new();
     for path in managed {
         if let Some(p) = AttrPath::parse(path)
             && let Some(v) = p.get(resource)
         {
-            attrs.insert(path.clone(), v);
+            attrs.insert(path.to_owned(), v);
         }
     }
     attrs
@@ -256,10 +256,10 @@ mod tests {
     #[test]
     fn user_body_nests_paths_and_lists_extension_schemas() {
         let mut attrs = Attrs::new();
-        attrs.insert("userName".into(), json!("ann"));
-        attrs.insert("name.givenName".into(), json!("Ann"));
+        attrs.insert("userName", json!("ann"));
+        attrs.insert("name.givenName", json!("Ann"));
         attrs.insert(
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department".into(),
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
             json!("R&D"),
         );
         let b = user_body(&attrs);

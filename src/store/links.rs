@@ -309,9 +309,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
         let mut ada = Attrs::new();
-        ada.insert("userName".into(), json!("ada@example.com"));
+        ada.insert("userName", json!("ada@example.com"));
         let mut bob = Attrs::new();
-        bob.insert("userName".into(), json!("bob_x@example.com"));
+        bob.insert("userName", json!("bob_x@example.com"));
         store
             .apply(&[
                 Record::UserState {

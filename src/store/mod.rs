@@ -584,7 +584,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("s.db")).unwrap();
         let mut state = Attrs::new();
-        state.insert("userName".into(), json!("ann"));
+        state.insert("userName", json!("ann"));
         store
             .apply(&[
                 Record::UserState {
