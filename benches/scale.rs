@@ -6,6 +6,7 @@
 //! cargo bench --bench scale -- requests [--users 10000]
 //! cargo bench --bench scale -- throughput [--users 20000] [--concurrency 16] [--rate 200]
 //! cargo bench --bench scale -- nochange [--users 100000] [--runs 5] [--hold-secs 0]
+//! cargo bench --bench scale -- process [--users 1000000] [--runs 3]
 //! ```
 //!
 //! `plan` runs each size in a child process so each peak memory figure is its
@@ -25,7 +26,7 @@ use scimsync::datagen::{self, Directory, Spec};
 use scimsync::model::ScimId;
 use scimsync::plan::Desired;
 use scimsync::sandbox::{RateLimit, Route, Sandbox, SandboxConfig};
-use scimsync::store::{GroupLink, UserLink};
+use scimsync::store::{self as store, GroupLink, Record, Store, UserLink};
 use scimsync::{mapping, plan, source, target};
 use serde_json::{Value, json};
 
@@ -75,13 +76,16 @@ fn main() {
             num("--runs", 5),
             num("--hold-secs", 0),
         ),
+        "process" => process(num("--users", 1_000_000), num("--runs", 3)),
         "all" => {
             plan_table(&sizes);
             requests(10_000);
             throughput(20_000, 16, 200);
             nochange(100_000, 5, 0);
         }
-        other => panic!("unknown section `{other}` (plan, requests, throughput, nochange)"),
+        other => panic!(
+            "unknown section `{other}` (plan, requests, throughput, nochange, process)"
+        ),
     }
 }
 
@@ -580,4 +584,131 @@ fn nochange(users: usize, runs: usize, hold_secs: usize) {
         );
         std::thread::sleep(Duration::from_secs(hold_secs as u64));
     }
+}
+
+/// `VmHWM` of a running child, in MiB (0 once it has exited).
+fn child_peak_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The real `scimsync plan` process on a directory of `users` people: the
+/// store holds yesterday's perfect sync (written through the store's own
+/// records, as a run writes them, and marked reconciled), the CSV files hold
+/// today's 1 % day of changes; no target is contacted.
+fn process(users: usize, runs: usize) {
+    println!("\n## the `scimsync plan` process at {users} users (state from the store)\n");
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (d1, dir) = (tmp.path().join("day1"), tmp.path().join("run"));
+    std::fs::create_dir_all(&d1).expect("mkdir");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let t = Instant::now();
+    let day1 = datagen::generate(&Spec::scaled(users, SEED));
+    let (day2, _) = datagen::day_of_changes(&day1, CHANGE_RATE, SEED);
+    datagen::write_csv(&day1, &d1).expect("write day 1");
+    datagen::write_csv(&day2, &dir).expect("write day 2");
+    let (groups, memberships) = (day2.groups.len(), datagen::membership_count(&day2));
+    drop((day1, day2));
+    let base = "http://127.0.0.1:9/scim/directory/bench";
+    let text = settings_for(&dir, "", "").replace("{BASE}", base);
+    std::fs::write(dir.join("scimsync.toml"), &text).expect("config");
+    std::fs::write(dir.join("key"), "bench-key").expect("key");
+
+    // Yesterday's sync, recorded in the store as a run records it.
+    let s1 = load_settings(&d1);
+    let snap1 = source::load(&s1.source).expect("day 1 loads");
+    let desired1 = mapping::desired_state(&snap1, &s1.mapping, &s1.groups);
+    drop(snap1);
+    let (ulinks, glinks) = links_from(&desired1);
+    drop(desired1);
+    let mut st = Store::open(&dir.join("scimsync.db")).expect("store");
+    let app = "bench".to_owned();
+    for batch in ulinks.chunks(50_000) {
+        let recs: Vec<Record> = batch
+            .iter()
+            .map(|l| Record::UserState {
+                app: app.clone(),
+                source_id: l.source_id.clone(),
+                scim_id: l.scim_id.clone(),
+                state: l.state.clone(),
+            })
+            .collect();
+        st.apply(&recs).expect("user links");
+    }
+    for batch in glinks.chunks(5_000) {
+        let mut recs = Vec::new();
+        for g in batch {
+            recs.push(Record::GroupLink {
+                app: app.clone(),
+                source_id: g.source_id.clone(),
+                scim_id: g.scim_id.clone(),
+                display_name: g.display_name.clone(),
+            });
+            recs.push(Record::Members {
+                app: app.clone(),
+                group: g.source_id.clone(),
+                add: g.members.iter().cloned().collect(),
+                remove: Vec::new(),
+            });
+        }
+        st.apply(&recs).expect("group links");
+    }
+    st.set_reconciled(&app, base, store::now_ms())
+        .expect("reconciled");
+    drop((st, ulinks, glinks));
+    eprintln!(
+        "  {users}: generated and stored in {:.1}s",
+        secs(t.elapsed())
+    );
+
+    println!(
+        "| run | wall s | peak RSS MiB (sampled every 5 ms) | stored state read ms | source load ms | map ms | plan computed ms | planned actions |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for run in 1..=runs {
+        let t = Instant::now();
+        let mut child = Command::new(bin())
+            .arg("-c")
+            .arg(dir.join("scimsync.toml"))
+            .args(["-vv", "--log-format", "json", "plan", "--format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("scimsync runs");
+        let mut peak: f64 = 0.0;
+        while child.try_wait().expect("wait").is_none() {
+            peak = peak.max(child_peak_mib(child.id()));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let wall = t.elapsed();
+        let out = child.wait_with_output().expect("output");
+        let log = String::from_utf8_lossy(&out.stderr);
+        let field = |msg: &str, key: &str| -> String {
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["fields"]["message"] == msg)
+                .map(|v| v["fields"][key].to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let actions = plan["actions"]
+            .as_array()
+            .map_or_else(|| "?".into(), |a| a.len().to_string());
+        println!(
+            "| {run} | {:.2} | {peak:.0} | {} | {} | {} | {} | {actions} |",
+            secs(wall),
+            field("stored state read", "ms"),
+            field("source stage", "load_ms"),
+            field("source stage", "map_ms"),
+            field("plan computed", "ms"),
+        );
+    }
+    println!("\n({users} users, {groups} groups, {memberships} memberships)");
 }
