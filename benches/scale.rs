@@ -6,7 +6,7 @@
 //! cargo bench --bench scale -- requests [--users 10000]
 //! cargo bench --bench scale -- throughput [--users 20000] [--concurrency 16] [--rate 200]
 //! cargo bench --bench scale -- nochange [--users 100000] [--runs 5] [--hold-secs 0]
-//! cargo bench --bench scale -- process [--users 1000000] [--runs 3]
+//! cargo bench --bench scale -- process [--users 1000000] [--runs 3] [--compare OTHER_BINARY]
 //! ```
 //!
 //! `plan` runs each size in a child process so each peak memory figure is its
@@ -76,16 +76,20 @@ fn main() {
             num("--runs", 5),
             num("--hold-secs", 0),
         ),
-        "process" => process(num("--users", 1_000_000), num("--runs", 3)),
+        "process" => process(
+            num("--users", 1_000_000),
+            num("--runs", 3),
+            opt("--compare"),
+        ),
         "all" => {
             plan_table(&sizes);
             requests(10_000);
             throughput(20_000, 16, 200);
             nochange(100_000, 5, 0);
         }
-        other => panic!(
-            "unknown section `{other}` (plan, requests, throughput, nochange, process)"
-        ),
+        other => {
+            panic!("unknown section `{other}` (plan, requests, throughput, nochange, process)")
+        }
     }
 }
 
@@ -179,8 +183,8 @@ fn plan_one(users: usize) {
 
     // Yesterday's sync, as the store would hold it.
     let s1 = load_settings(&d1);
-    let snap1 = source::load(&s1.source).expect("day 1 loads");
-    let desired1 = mapping::desired_state(&snap1, &s1.mapping, &s1.groups);
+    let mut snap1 = source::load(&s1.source).expect("day 1 loads");
+    let desired1 = mapping::desired_state_taking(&mut snap1, &s1.mapping, &s1.groups);
     drop(snap1);
     let (ulinks, glinks) = links_from(&desired1);
     drop(desired1);
@@ -189,10 +193,10 @@ fn plan_one(users: usize) {
     let base_mib = proc_status_mib("VmRSS:");
     let reset = reset_peak();
     let t0 = Instant::now();
-    let snap2 = source::load(&s2.source).expect("day 2 loads");
+    let mut snap2 = source::load(&s2.source).expect("day 2 loads");
     let t_load = t0.elapsed();
     let t1 = Instant::now();
-    let desired2 = mapping::desired_state(&snap2, &s2.mapping, &s2.groups);
+    let desired2 = mapping::desired_state_taking(&mut snap2, &s2.mapping, &s2.groups);
     let t_map = t1.elapsed();
     let t2 = Instant::now();
     let actual = target::from_store_owned(ulinks, glinks);
@@ -602,8 +606,9 @@ fn child_peak_mib(pid: u32) -> f64 {
 /// The real `scimsync plan` process on a directory of `users` people: the
 /// store holds yesterday's perfect sync (written through the store's own
 /// records, as a run writes them, and marked reconciled), the CSV files hold
-/// today's 1 % day of changes; no target is contacted.
-fn process(users: usize, runs: usize) {
+/// today's 1 % day of changes; no target is contacted. With `compare`, that
+/// binary runs too, interleaved with ours, on the same files.
+fn process(users: usize, runs: usize, compare: Option<String>) {
     println!("\n## the `scimsync plan` process at {users} users (state from the store)\n");
     let tmp = tempfile::tempdir().expect("temp dir");
     let (d1, dir) = (tmp.path().join("day1"), tmp.path().join("run"));
@@ -623,8 +628,8 @@ fn process(users: usize, runs: usize) {
 
     // Yesterday's sync, recorded in the store as a run records it.
     let s1 = load_settings(&d1);
-    let snap1 = source::load(&s1.source).expect("day 1 loads");
-    let desired1 = mapping::desired_state(&snap1, &s1.mapping, &s1.groups);
+    let mut snap1 = source::load(&s1.source).expect("day 1 loads");
+    let desired1 = mapping::desired_state_taking(&mut snap1, &s1.mapping, &s1.groups);
     drop(snap1);
     let (ulinks, glinks) = links_from(&desired1);
     drop(desired1);
@@ -669,17 +674,22 @@ fn process(users: usize, runs: usize) {
     );
 
     println!(
-        "| run | wall s | peak RSS MiB (sampled every 5 ms) | stored state read ms | source load ms | map ms | plan computed ms | planned actions |"
+        "| run | binary | wall s | peak RSS MiB (sampled every 5 ms) | stored state read ms | source load ms | map ms | plan computed ms | planned actions |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for run in 1..=runs {
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let bins: Vec<String> = std::iter::once(bin()).chain(compare).collect();
+    for (run, binary) in (1..=runs).flat_map(|r| bins.iter().map(move |b| (r, b))) {
+        // Output to files: a pipe nobody reads while the child runs would
+        // stall it once full.
+        let (out_path, log_path) = (dir.join("plan.json"), dir.join("plan.log"));
+        let file = |p: &Path| std::fs::File::create(p).expect("output file");
         let t = Instant::now();
-        let mut child = Command::new(bin())
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(dir.join("scimsync.toml"))
             .args(["-vv", "--log-format", "json", "plan", "--format", "json"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(file(&out_path))
+            .stderr(file(&log_path))
             .spawn()
             .expect("scimsync runs");
         let mut peak: f64 = 0.0;
@@ -688,8 +698,8 @@ fn process(users: usize, runs: usize) {
             std::thread::sleep(Duration::from_millis(5));
         }
         let wall = t.elapsed();
-        let out = child.wait_with_output().expect("output");
-        let log = String::from_utf8_lossy(&out.stderr);
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let stdout = std::fs::read(&out_path).unwrap_or_default();
         let field = |msg: &str, key: &str| -> String {
             log.lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -697,12 +707,13 @@ fn process(users: usize, runs: usize) {
                 .map(|v| v["fields"][key].to_string())
                 .unwrap_or_else(|| "?".into())
         };
-        let plan: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let plan: Value = serde_json::from_slice(&stdout).unwrap_or(Value::Null);
         let actions = plan["actions"]
             .as_array()
             .map_or_else(|| "?".into(), |a| a.len().to_string());
         println!(
-            "| {run} | {:.2} | {peak:.0} | {} | {} | {} | {} | {actions} |",
+            "| {run} | {} | {:.2} | {peak:.0} | {} | {} | {} | {} | {actions} |",
+            Path::new(binary).display(),
             secs(wall),
             field("stored state read", "ms"),
             field("source stage", "load_ms"),

@@ -70,8 +70,8 @@ pub async fn import(
             settings.base_url
         )));
     }
-    let snapshot = source::load(&settings.source).map_err(err)?;
-    let desired = mapping::desired_state(&snapshot, &settings.mapping, &settings.groups);
+    let mut snapshot = source::load(&settings.source).map_err(err)?;
+    let desired = mapping::desired_state_taking(&mut snapshot, &settings.mapping, &settings.groups);
 
     let client = ScimClient::new(
         &settings.base_url,

@@ -164,9 +164,12 @@ pub async fn prepare_with(
     let (loaded, links) = std::thread::scope(|scope| {
         let loading = scope.spawn(|| {
             let t = Instant::now();
-            let snapshot = source::load(&settings.source)?;
+            let mut snapshot = source::load(&settings.source)?;
             let load_ms = t.elapsed().as_millis() as u64;
-            let desired = mapping::desired_state(&snapshot, &settings.mapping, &settings.groups);
+            // Member sets move into the desired state; the snapshot is kept
+            // for its counts.
+            let desired =
+                mapping::desired_state_taking(&mut snapshot, &settings.mapping, &settings.groups);
             tracing::debug!(
                 load_ms,
                 map_ms = t.elapsed().as_millis() as u64 - load_ms,

@@ -454,6 +454,18 @@ pub struct ScopeStats {
 
 /// Build the desired target state from a snapshot: map, validate, scope.
 pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSettings) -> Desired {
+    desired_state_taking(&mut snapshot.clone(), mapping, groups)
+}
+
+/// [`desired_state`], moving the source groups' member sets into the
+/// desired state instead of copying them: they are the bulk of a large
+/// directory (8 M ids at 1 M people). The snapshot's groups are left without
+/// members; everything else in it is as it was.
+pub fn desired_state_taking(
+    snapshot: &mut Snapshot,
+    mapping: &Mapping,
+    groups: &GroupSettings,
+) -> Desired {
     let mut rejects = snapshot.rejects.clone();
     let mut held_users: BTreeSet<SourceId> = rejects
         .iter()
@@ -476,7 +488,7 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
     // Fx hashing: the ids are the admin's own directory (no untrusted keys),
     // and these sets are probed once or twice per membership.
     let user_ids: FxHashSet<&SourceId> = snapshot.users.iter().map(|u| &u.id).collect();
-    let flat = nested::flatten(&snapshot.groups, |m| user_ids.contains(m));
+    let mut flat = nested::flatten(&snapshot.groups, |m| user_ids.contains(m));
     let members_of = |i: usize| -> &BTreeSet<SourceId> {
         flat.members[i]
             .as_ref()
@@ -639,15 +651,20 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
         }
         selected.push(i);
     }
-    // One hash lookup per membership (8 M at 1 M users), not a tree search;
-    // groups are filtered independently, so on all cores.
+    // Each group keeps the members that are provisioned: its set is moved
+    // out of the snapshot (or the flattening) and filtered in place, one hash
+    // lookup per membership, groups on all cores.
     let provisioned: FxHashSet<&SourceId> = users.keys().collect();
-    let member_sets = crate::par::par_map(&selected, |&i| -> BTreeSet<SourceId> {
-        members_of(i)
-            .iter()
-            .filter(|m| provisioned.contains(*m))
-            .cloned()
-            .collect()
+    let mut member_sets: Vec<BTreeSet<SourceId>> = selected
+        .iter()
+        .map(|&i| {
+            flat.members[i]
+                .take()
+                .unwrap_or_else(|| std::mem::take(&mut snapshot.groups[i].members))
+        })
+        .collect();
+    crate::par::par_for_each_mut(&mut member_sets, |set| {
+        set.retain(|m| provisioned.contains(m));
     });
     for (i, members) in selected.into_iter().zip(member_sets) {
         let g = &snapshot.groups[i];

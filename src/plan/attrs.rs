@@ -240,7 +240,10 @@ mod tests {
 
     #[test]
     fn paths_are_shared_not_copied() {
-        let (a, b) = (path("name.givenName"), path(String::from("name.givenName").as_str()));
+        let (a, b) = (
+            path("name.givenName"),
+            path(String::from("name.givenName").as_str()),
+        );
         assert!(matches!((&a, &b), (Cow::Borrowed(x), Cow::Borrowed(y)) if std::ptr::eq(*x, *y)));
         let long = "x".repeat(MAX_INTERNED_LEN + 1);
         assert!(matches!(path(&long), Cow::Owned(_)), "past the cap: owned");
