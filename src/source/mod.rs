@@ -11,7 +11,7 @@ mod csv;
 mod json;
 pub mod ldap;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
@@ -157,6 +157,9 @@ pub(crate) struct Builder<'a> {
     users: Vec<SourceUser>,
     groups: Vec<SourceGroup>,
     group_index: FxHashMap<String, usize>,
+    /// Members read so far, per group (same index), in file order: a push
+    /// per membership row, the sets built once in [`Builder::finish`].
+    pending: Vec<Vec<SourceId>>,
     rejects: Vec<Reject>,
 }
 
@@ -167,6 +170,7 @@ impl<'a> Builder<'a> {
             users: Vec::new(),
             groups: Vec::new(),
             group_index: FxHashMap::default(),
+            pending: Vec::new(),
             rejects: Vec::new(),
         }
     }
@@ -176,6 +180,7 @@ impl<'a> Builder<'a> {
         debug_assert!(self.groups.is_empty() && other.users.is_empty());
         self.groups = other.groups;
         self.group_index = other.group_index;
+        self.pending = other.pending;
         self.rejects.extend(other.rejects);
     }
 
@@ -343,11 +348,12 @@ impl<'a> Builder<'a> {
                 });
                 self.group_index
                     .insert(id.to_owned(), self.groups.len() - 1);
+                self.pending.push(Vec::new());
                 self.groups.len() - 1
             }
         };
         if let Some(m) = member.map(str::trim).filter(|m| !m.is_empty()) {
-            self.groups[idx].members.insert(SourceId(m.to_owned()));
+            self.pending[idx].push(SourceId(m.to_owned()));
         }
         true
     }
@@ -408,13 +414,16 @@ impl<'a> Builder<'a> {
                 .copied()
                 .or_else(|| self.group_index.get(&name).copied())
             {
-                Some(i) => {
-                    self.groups[i].members.insert(member);
-                }
+                Some(i) => self.pending[i].push(member),
                 None => {
                     self.group(origin, None, name, Some(member.0));
                 }
             }
+        }
+        // Each group's set in one go: sorted, deduplicated, built in bulk
+        // (full tree nodes), rather than a tree insert per membership row.
+        for (g, members) in self.groups.iter_mut().zip(self.pending) {
+            g.members.append(&mut BTreeSet::from_iter(members));
         }
         Snapshot {
             users,
