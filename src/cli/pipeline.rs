@@ -698,7 +698,13 @@ async fn execute(
         recorder.send(recs);
     }
 
-    let sends = plan.actions.iter().filter(|a| a.sends_request()).count();
+    // A rename on a target that cannot rename is several requests (create,
+    // member moves, delete): counted as such.
+    let sends: usize = plan
+        .actions
+        .iter()
+        .map(|a| a.requests(settings.policy.member_chunk))
+        .sum();
     if sends > 0 {
         printer.info(&format!(
             "Applying {} actions ({sends} requests or more)...",

@@ -79,7 +79,14 @@ async fn a_rename_creates_the_new_group_moves_members_and_deletes_the_old() {
     assert_eq!(env.sb().counts().writes, 0);
 
     env.sb().reset_counts();
-    sync_ok(&env, &["sync"]).await;
+    let run = sync_ok(&env, &["sync"]).await;
+    // The rename is announced as the requests it takes (create, move,
+    // delete), plus the PATCH adding Alan.
+    assert!(
+        run.stderr.contains("Applying 2 actions (4 requests or more)"),
+        "{}",
+        run.stderr
+    );
     let c = env.sb().counts();
     assert_eq!(c.get(Route::CreateGroup), 1, "{c:?}");
     // One PATCH moves Ada, one adds Alan; nothing is removed one by one.
