@@ -314,11 +314,18 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([app], |r| {
-                let state: String = r.get(2)?;
+                // Parsed where SQLite holds it: no copy of the text per row.
+                let state = r.get_ref(2)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        2,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?;
                 Ok(UserLink {
                     source_id: SourceId(r.get(0)?),
                     scim_id: ScimId(r.get(1)?),
-                    state: serde_json::from_str(&state).unwrap_or_default(),
+                    state: serde_json::from_str(state).unwrap_or_default(),
                 })
             })
             .map_err(|e| self.err(e))?;

@@ -83,7 +83,8 @@ async fn a_rename_creates_the_new_group_moves_members_and_deletes_the_old() {
     // The rename is announced as the requests it takes (create, move,
     // delete), plus the PATCH adding Alan.
     assert!(
-        run.stderr.contains("Applying 2 actions (4 requests or more)"),
+        run.stderr
+            .contains("Applying 2 actions (4 requests or more)"),
         "{}",
         run.stderr
     );
