@@ -163,33 +163,47 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Yesterday's and today's directories (a 1 % day of changes) written to
+/// `d1` and `d2`; their sizes (today's groups and memberships) and the
+/// minimum writes between them.
+fn two_days(users: usize, d1: &Path, d2: &Path) -> (usize, usize, u64) {
+    std::fs::create_dir_all(d1).expect("mkdir");
+    std::fs::create_dir_all(d2).expect("mkdir");
+    let day1 = datagen::generate(&Spec::scaled(users, SEED));
+    let (day2, _stats) = datagen::day_of_changes(&day1, CHANGE_RATE, SEED);
+    datagen::write_csv(&day1, d1).expect("write day 1");
+    datagen::write_csv(&day2, d2).expect("write day 2");
+    let chunk = load_settings(d1).limits.member_chunk;
+    let min_writes = datagen::minimum_writes(&day1, &day2, chunk, false);
+    (
+        day2.groups.len(),
+        datagen::membership_count(&day2),
+        min_writes,
+    )
+}
+
+/// The links a perfect sync of the directory in `dir` would have stored.
+fn synced_links(dir: &Path) -> (Vec<UserLink>, Vec<GroupLink>) {
+    let s = load_settings(dir);
+    let mut snap = source::load(&s.source).expect("directory loads");
+    let desired = mapping::desired_state_taking(&mut snap, &s.mapping, &s.groups);
+    drop(snap);
+    links_from(&desired)
+}
+
 /// One size, in this (child) process; prints one JSON line.
 fn plan_one(users: usize) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (d1, d2) = (tmp.path().join("day1"), tmp.path().join("day2"));
-    std::fs::create_dir_all(&d1).expect("mkdir");
-    std::fs::create_dir_all(&d2).expect("mkdir");
     let t = Instant::now();
-    let day1 = datagen::generate(&Spec::scaled(users, SEED));
-    let (day2, _stats) = datagen::day_of_changes(&day1, CHANGE_RATE, SEED);
-    datagen::write_csv(&day1, &d1).expect("write day 1");
-    datagen::write_csv(&day2, &d2).expect("write day 2");
-    let chunk = load_settings(&d1).limits.member_chunk;
-    let min_writes = datagen::minimum_writes(&day1, &day2, chunk, false);
-    let memberships = datagen::membership_count(&day2);
-    let groups = day2.groups.len();
-    drop((day1, day2));
+    let (groups, memberships, min_writes) = two_days(users, &d1, &d2);
     eprintln!("  {users}: generated in {:.1}s", secs(t.elapsed()));
 
     // Yesterday's sync, as the store would hold it.
-    let s1 = load_settings(&d1);
-    let mut snap1 = source::load(&s1.source).expect("day 1 loads");
-    let desired1 = mapping::desired_state_taking(&mut snap1, &s1.mapping, &s1.groups);
-    drop(snap1);
-    let (ulinks, glinks) = links_from(&desired1);
-    drop(desired1);
+    let (ulinks, glinks) = synced_links(&d1);
 
     let s2 = load_settings(&d2);
+    let chunk = s2.limits.member_chunk;
     let base_mib = proc_status_mib("VmRSS:");
     let reset = reset_peak();
     let t0 = Instant::now();
@@ -612,27 +626,15 @@ fn process(users: usize, runs: usize, compare: Option<String>) {
     println!("\n## the `scimsync plan` process at {users} users (state from the store)\n");
     let tmp = tempfile::tempdir().expect("temp dir");
     let (d1, dir) = (tmp.path().join("day1"), tmp.path().join("run"));
-    std::fs::create_dir_all(&d1).expect("mkdir");
-    std::fs::create_dir_all(&dir).expect("mkdir");
     let t = Instant::now();
-    let day1 = datagen::generate(&Spec::scaled(users, SEED));
-    let (day2, _) = datagen::day_of_changes(&day1, CHANGE_RATE, SEED);
-    datagen::write_csv(&day1, &d1).expect("write day 1");
-    datagen::write_csv(&day2, &dir).expect("write day 2");
-    let (groups, memberships) = (day2.groups.len(), datagen::membership_count(&day2));
-    drop((day1, day2));
+    let (groups, memberships, _) = two_days(users, &d1, &dir);
     let base = "http://127.0.0.1:9/scim/directory/bench";
     let text = settings_for(&dir, "", "").replace("{BASE}", base);
     std::fs::write(dir.join("scimsync.toml"), &text).expect("config");
     std::fs::write(dir.join("key"), "bench-key").expect("key");
 
     // Yesterday's sync, recorded in the store as a run records it.
-    let s1 = load_settings(&d1);
-    let mut snap1 = source::load(&s1.source).expect("day 1 loads");
-    let desired1 = mapping::desired_state_taking(&mut snap1, &s1.mapping, &s1.groups);
-    drop(snap1);
-    let (ulinks, glinks) = links_from(&desired1);
-    drop(desired1);
+    let (ulinks, glinks) = synced_links(&d1);
     let mut st = Store::open(&dir.join("scimsync.db")).expect("store");
     let app = "bench".to_owned();
     for batch in ulinks.chunks(50_000) {

@@ -29,6 +29,7 @@ pub mod datagen;
 pub mod exit;
 pub mod mapping;
 pub mod model;
+pub mod namemap;
 pub(crate) mod par;
 pub mod plan;
 pub mod push;

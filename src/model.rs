@@ -9,9 +9,9 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde::de::{MapAccess, Visitor};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::namemap::{NameMap, Names};
 
 /// The stable identifier of a person or group in the source directory
 /// (employee number, LDAP `objectGUID`, ...). Sent to the target as `externalId`.
@@ -106,15 +106,18 @@ impl SourceUser {
 }
 
 /// A source record's values by canonical field name, sorted by name, each
-/// name at most once.
-///
-/// A directory has millions of these, so the names the loaders know (`id`,
-/// `active`, `groups` and [`STANDARD_FIELDS`]) are shared static strings,
-/// not a copy per record, and the pairs sit in one vector rather than a tree
-/// of nodes; it otherwise reads like the sorted map it replaces (same order,
-/// same JSON).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fields(Vec<(Cow<'static, str>, String)>);
+/// name at most once. The names the loaders know (`id`, `active`, `groups`
+/// and [`STANDARD_FIELDS`]) are shared static strings, not a copy per record.
+pub type Fields = NameMap<String, FieldNames>;
+
+/// The [`Names`] of [`Fields`]: the known field names, shared.
+pub struct FieldNames;
+
+impl Names for FieldNames {
+    fn name(name: &str) -> Cow<'static, str> {
+        field_name(name)
+    }
+}
 
 /// The static copy of a field name the loaders know, or an owned one.
 pub fn field_name(name: &str) -> Cow<'static, str> {
@@ -126,132 +129,6 @@ pub fn field_name(name: &str) -> Cow<'static, str> {
             || Cow::Owned(name.to_owned()),
             |known| Cow::Borrowed(*known),
         )
-}
-
-impl Fields {
-    /// No fields.
-    pub fn new() -> Self {
-        Self(Vec::new())
-    }
-
-    fn find(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name))
-    }
-
-    /// The value of `name`.
-    pub fn get(&self, name: &str) -> Option<&String> {
-        self.find(name).ok().map(|i| &self.0[i].1)
-    }
-
-    /// Set `name` to `value`; the value it replaces, if any.
-    pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: String) -> Option<String> {
-        let name = name.into();
-        match self.find(&name) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
-            Err(i) => {
-                let name = match name {
-                    Cow::Owned(n) => field_name(&n),
-                    borrowed => borrowed,
-                };
-                self.0.insert(i, (name, value));
-                None
-            }
-        }
-    }
-
-    /// Remove `name`; its value, if it had one.
-    pub fn remove(&mut self, name: &str) -> Option<String> {
-        self.find(name).ok().map(|i| self.0.remove(i).1)
-    }
-
-    /// Keep the fields `keep` says yes to (it may edit the value).
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut String) -> bool) {
-        self.0.retain_mut(|(k, v)| keep(k, v));
-    }
-
-    /// (name, value) in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &String)> + '_ {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v))
-    }
-
-    /// The values in name order.
-    pub fn values(&self) -> impl Iterator<Item = &String> + '_ {
-        self.0.iter().map(|(_, v)| v)
-    }
-
-    /// How many fields.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl Fields {
-    /// From pairs in any order; of the same name the last value wins, as
-    /// inserting them one by one would give.
-    pub fn from_pairs(mut pairs: Vec<(Cow<'static, str>, String)>) -> Self {
-        if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
-            // Stable: of equal names the last stays last, and wins below.
-            pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out: Vec<(Cow<'static, str>, String)> = Vec::with_capacity(pairs.len());
-            for (k, v) in pairs {
-                match out.last_mut() {
-                    Some(last) if last.0 == k => last.1 = v,
-                    _ => out.push((k, v)),
-                }
-            }
-            pairs = out;
-        }
-        Self(pairs)
-    }
-}
-
-impl<K: AsRef<str>> FromIterator<(K, String)> for Fields {
-    fn from_iter<I: IntoIterator<Item = (K, String)>>(iter: I) -> Self {
-        Self::from_pairs(
-            iter.into_iter()
-                .map(|(k, v)| (field_name(k.as_ref()), v))
-                .collect(),
-        )
-    }
-}
-
-impl Serialize for Fields {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            map.serialize_entry(k.as_ref(), v)?;
-        }
-        map.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Fields {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FieldsVisitor;
-
-        impl<'de> Visitor<'de> for FieldsVisitor {
-            type Value = Fields;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map of field names to strings")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Fields, A::Error> {
-                let mut pairs = Vec::new();
-                while let Some(pair) = access.next_entry::<String, String>()? {
-                    pairs.push(pair);
-                }
-                Ok(pairs.into_iter().collect())
-            }
-        }
-
-        deserializer.deserialize_map(FieldsVisitor)
-    }
 }
 
 /// The canonical field names a source record may carry besides `id`, `active`
@@ -369,8 +246,9 @@ mod tests {
         assert_eq!(f.insert("title", "CEO".into()), Some("CTO".into()));
         let names: Vec<&str> = f.iter().map(|(k, _)| k).collect();
         assert_eq!(names, ["cost_center", "email", "title"]);
+        let email = f.keys().nth(1).unwrap();
         assert!(
-            matches!(f.0[1].0, Cow::Borrowed(_)),
+            std::ptr::eq(email.as_ptr(), field_name("email").as_ptr()),
             "a standard name is not copied"
         );
         assert!(matches!(
