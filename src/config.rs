@@ -156,7 +156,7 @@ pub struct SourceConfig {
     pub kind: Option<SourceKind>,
     /// The people file (csv/json; required for them).
     pub users: Option<PathBuf>,
-    /// Optional group membership file (CSV: `group`,`member`[,`group_id`]; JSON: `{"groups": [...]}`).
+    /// Optional group membership file (CSV: `group`, `member` and optionally `group_id`; JSON: `{"groups": [...]}`).
     pub groups: Option<PathBuf>,
     /// CSV field delimiter (one ASCII character).
     #[serde(default = "default_delimiter")]

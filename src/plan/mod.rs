@@ -35,8 +35,8 @@ use crate::mapping::ScopeStats;
 use crate::model::{Reject, ScimId, SourceId};
 use crate::scim::AttrPath;
 
-pub use attrs::Attrs;
 pub(crate) use attrs::path as attr_path;
+pub use attrs::{AttrPaths, Attrs};
 
 /// A user as the target should have it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@
 //! SHA-256 fingerprints over canonical serialisations:
 //!
 //! * **source**: the bytes of the users file and of the groups file;
-//! * **target**: the target state the diff ran against ([`Actual`]: managed
+//! * **target**: the target state the diff ran against ([`Actual`](crate::plan::Actual): managed
 //!   and matched accounts and groups with their attributes and members, the
 //!   values last pushed, counts of unmanaged ones), whether it came from the
 //!   store (`stored`) or from a full read (`full_read`);
