@@ -73,7 +73,8 @@ pub fn read_attrs<'a>(resource: &Value, managed: impl Iterator<Item = &'a str>) 
         if let Some(p) = AttrPath::parse(path)
             && let Some(v) = p.get(resource)
         {
-            attrs.insert(path.to_owned(), v);
+            // The shared copy of the path: no string per attribute per account.
+            attrs.insert(crate::plan::attr_path(path), v);
         }
     }
     attrs
