@@ -195,7 +195,7 @@ pub struct TargetConfig {
     pub api_key_file: Option<PathBuf>,
     /// Sustained requests per second (profile default otherwise).
     pub requests_per_second: Option<f64>,
-    /// Burst size.
+    /// The target's burst (its bucket size); scimsync uses half of it.
     pub burst: Option<u32>,
     /// Requests in flight at once.
     pub concurrency: Option<usize>,

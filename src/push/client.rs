@@ -315,15 +315,16 @@ impl ScimClient {
         let mut schedule = self.policy.schedule();
         let mut attempts = 0;
         loop {
-            let permit = tokio::select! {
-                permit = self.throttle.acquire() => permit,
+            let pass = tokio::select! {
+                pass = self.throttle.acquire() => pass,
                 () = self.cancel.cancelled() => return Err(Self::interrupted(attempts)),
             };
             attempts += 1;
             let result = self.once(method.clone(), url.clone(), body).await;
-            drop(permit);
-            self.throttle
-                .observe(matches!(&result, Err(ScimError::Http { status: 429, .. })));
+            self.throttle.observe(
+                pass,
+                matches!(&result, Err(ScimError::Http { status: 429, .. })),
+            );
             let error = match result {
                 Ok((status, body)) => {
                     return Ok(Reply {
