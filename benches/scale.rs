@@ -6,7 +6,7 @@
 //! cargo bench --bench scale -- requests [--users 10000]
 //! cargo bench --bench scale -- throughput [--users 20000] [--concurrency 16] [--rate 200]
 //! cargo bench --bench scale -- nochange [--users 100000] [--runs 5] [--hold-secs 0]
-//! cargo bench --bench scale -- process [--users 1000000] [--runs 3] [--compare OTHER_BINARY]
+//! cargo bench --bench scale -- process [--users 1000000] [--runs 3] [--compare OTHER_BINARY] [--keep DIR]
 //! ```
 //!
 //! `plan` runs each size in a child process so each peak memory figure is its
@@ -80,6 +80,7 @@ fn main() {
             num("--users", 1_000_000),
             num("--runs", 3),
             opt("--compare"),
+            opt("--keep").map(PathBuf::from),
         ),
         "all" => {
             plan_table(&sizes);
@@ -622,59 +623,19 @@ fn child_peak_mib(pid: u32) -> f64 {
 /// records, as a run writes them, and marked reconciled), the CSV files hold
 /// today's 1 % day of changes; no target is contacted. With `compare`, that
 /// binary runs too, interleaved with ours, on the same files.
-fn process(users: usize, runs: usize, compare: Option<String>) {
+/// `keep`: build the directory and store there, or reuse them if a run left
+/// them (`DIR/run/scimsync.db`), so a change can be measured against the same store.
+fn process(users: usize, runs: usize, compare: Option<String>, keep: Option<PathBuf>) {
     println!("\n## the `scimsync plan` process at {users} users (state from the store)\n");
     let tmp = tempfile::tempdir().expect("temp dir");
-    let (d1, dir) = (tmp.path().join("day1"), tmp.path().join("run"));
-    let t = Instant::now();
-    let (groups, memberships, _) = two_days(users, &d1, &dir);
-    let base = "http://127.0.0.1:9/scim/directory/bench";
-    let text = settings_for(&dir, "", "").replace("{BASE}", base);
-    std::fs::write(dir.join("scimsync.toml"), &text).expect("config");
-    std::fs::write(dir.join("key"), "bench-key").expect("key");
-
-    // Yesterday's sync, recorded in the store as a run records it.
-    let (ulinks, glinks) = synced_links(&d1);
-    let mut st = Store::open(&dir.join("scimsync.db")).expect("store");
-    let app = "bench".to_owned();
-    for batch in ulinks.chunks(50_000) {
-        let recs: Vec<Record> = batch
-            .iter()
-            .map(|l| Record::UserState {
-                app: app.clone(),
-                source_id: l.source_id.clone(),
-                scim_id: l.scim_id.clone(),
-                state: l.state.clone(),
-            })
-            .collect();
-        st.apply(&recs).expect("user links");
-    }
-    for batch in glinks.chunks(5_000) {
-        let mut recs = Vec::new();
-        for g in batch {
-            recs.push(Record::GroupLink {
-                app: app.clone(),
-                source_id: g.source_id.clone(),
-                scim_id: g.scim_id.clone(),
-                display_name: g.display_name.clone(),
-            });
-            recs.push(Record::Members {
-                app: app.clone(),
-                group: g.source_id.clone(),
-                add: g.members.iter().cloned().collect(),
-                remove: Vec::new(),
-            });
-        }
-        st.apply(&recs).expect("group links");
-    }
-    st.set_reconciled(&app, base, store::now_ms())
-        .expect("reconciled");
-    drop((st, ulinks, glinks));
-    eprintln!(
-        "  {users}: generated and stored in {:.1}s",
-        secs(t.elapsed())
-    );
-
+    let root = keep.unwrap_or_else(|| tmp.path().to_owned());
+    let (d1, dir) = (root.join("day1"), root.join("run"));
+    let sizes = if dir.join("scimsync.db").exists() {
+        eprintln!("  reusing the store in {}", dir.display());
+        None
+    } else {
+        Some(store_two_days(users, &d1, &dir))
+    };
     println!(
         "| run | binary | wall s | peak RSS MiB (sampled every 5 ms) | stored state read ms | source load ms | map ms | plan computed ms | planned actions |"
     );
@@ -723,5 +684,62 @@ fn process(users: usize, runs: usize, compare: Option<String>) {
             field("plan computed", "ms"),
         );
     }
-    println!("\n({users} users, {groups} groups, {memberships} memberships)");
+    match sizes {
+        Some((groups, memberships)) => {
+            println!("\n({users} users, {groups} groups, {memberships} memberships)");
+        }
+        None => println!("\n(the store in {})", dir.display()),
+    }
+}
+
+/// Yesterday's sync of a generated directory, recorded in a store in `dir` as
+/// a run records it, with today's source files beside it.
+fn store_two_days(users: usize, d1: &Path, dir: &Path) -> (usize, usize) {
+    let t = Instant::now();
+    let (groups, memberships, _) = two_days(users, d1, dir);
+    let base = "http://127.0.0.1:9/scim/directory/bench";
+    let text = settings_for(dir, "", "").replace("{BASE}", base);
+    std::fs::write(dir.join("scimsync.toml"), &text).expect("config");
+    std::fs::write(dir.join("key"), "bench-key").expect("key");
+
+    let (ulinks, glinks) = synced_links(d1);
+    let mut st = Store::open(&dir.join("scimsync.db")).expect("store");
+    let app = "bench".to_owned();
+    for batch in ulinks.chunks(50_000) {
+        let recs: Vec<Record> = batch
+            .iter()
+            .map(|l| Record::UserState {
+                app: app.clone(),
+                source_id: l.source_id.clone(),
+                scim_id: l.scim_id.clone(),
+                state: l.state.clone(),
+            })
+            .collect();
+        st.apply(&recs).expect("user links");
+    }
+    for batch in glinks.chunks(5_000) {
+        let mut recs = Vec::new();
+        for g in batch {
+            recs.push(Record::GroupLink {
+                app: app.clone(),
+                source_id: g.source_id.clone(),
+                scim_id: g.scim_id.clone(),
+                display_name: g.display_name.clone(),
+            });
+            recs.push(Record::Members {
+                app: app.clone(),
+                group: g.source_id.clone(),
+                add: g.members.iter().cloned().collect(),
+                remove: Vec::new(),
+            });
+        }
+        st.apply(&recs).expect("group links");
+    }
+    st.set_reconciled(&app, base, store::now_ms())
+        .expect("reconciled");
+    eprintln!(
+        "  {users}: generated and stored in {:.1}s",
+        secs(t.elapsed())
+    );
+    (groups, memberships)
 }

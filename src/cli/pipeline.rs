@@ -178,10 +178,16 @@ pub async fn prepare_with(
             Ok::<_, source::SourceError>((snapshot, desired))
         });
         let t = Instant::now();
-        let links = store
-            .user_links(app)
-            .and_then(|users| Ok((users, store.group_links(app)?)));
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "stored state read");
+        let links = store.user_links(app).and_then(|users| {
+            let users_ms = t.elapsed().as_millis() as u64;
+            let groups = store.group_links(app)?;
+            tracing::debug!(
+                ms = t.elapsed().as_millis() as u64,
+                users_ms,
+                "stored state read"
+            );
+            Ok((users, groups))
+        });
         let loaded = loading
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));

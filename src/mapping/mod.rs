@@ -18,7 +18,9 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, GroupSettings, MappingConfig, NoMatch, ScopeConfig};
 use crate::connector::Profile;
-use crate::model::{Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem};
+use crate::model::{
+    Fields, Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem,
+};
 use crate::plan::{Attrs, Desired, DesiredGroup, DesiredUser};
 use crate::scim::AttrPath;
 
@@ -459,8 +461,11 @@ pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSetti
 
 /// [`desired_state`], moving the source groups' member sets into the
 /// desired state instead of copying them: they are the bulk of a large
-/// directory (8 M ids at 1 M people). The snapshot's groups are left without
-/// members; everything else in it is as it was.
+/// directory (8 M ids at 1 M people). Each person's source fields are freed
+/// once the person is mapped, on the mapping threads, so the desired state
+/// reuses their memory instead of adding to it. The snapshot is left with its
+/// people's ids, flags and origins and its groups' names, without fields or
+/// members: what a caller still reads of it is the counts.
 pub fn desired_state_taking(
     snapshot: &mut Snapshot,
     mapping: &Mapping,
@@ -526,8 +531,21 @@ pub fn desired_state_taking(
 
     let in_group_scope = |u: &SourceUser| scope_members.as_ref().is_none_or(|m| m.contains(&u.id));
     // Each person maps independently of the others: spread over the cores.
-    let mut mapped = crate::par::par_map(&snapshot.users, |u| {
-        (!held_users.contains(&u.id) && in_group_scope(u)).then(|| mapping.map_user(u))
+    // What the rest needs of the fields (the work email, a label for a
+    // reject) is taken here, then the fields are freed.
+    let mut mapped = crate::par::par_map_mut(&mut snapshot.users, |u| {
+        if held_users.contains(&u.id) || !in_group_scope(u) {
+            return None;
+        }
+        let result = match mapping.map_user(u) {
+            Ok(attrs) => {
+                let email = Mapping::work_email(&attrs, u);
+                Ok((attrs, email))
+            }
+            Err(reason) => Err((reason, label_of(u))),
+        };
+        u.fields = Fields::default();
+        Some(result)
     });
     let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
     let mut out_of_scope = BTreeSet::new();
@@ -545,8 +563,7 @@ pub fn desired_state_taking(
             continue;
         };
         match result {
-            Ok(attrs) => {
-                let email = Mapping::work_email(&attrs, u);
+            Ok((attrs, email)) => {
                 if !mapping.domain_in_scope(&email) {
                     stats.out_of_domain_scope += 1;
                     out_of_scope.insert(u.id.clone());
@@ -567,13 +584,13 @@ pub fn desired_state_taking(
                     },
                 );
             }
-            Err(reason) => {
+            Err((reason, label)) => {
                 held_users.insert(u.id.clone());
                 rejects.push(Reject {
                     kind: RecordKind::User,
                     origin: u.origin.clone(),
                     source_id: Some(u.id.clone()),
-                    label: Some(label_of(u)),
+                    label: Some(label),
                     reason,
                 });
             }
@@ -581,15 +598,25 @@ pub fn desired_state_taking(
     }
 
     // userName must be unique among provisioned users (after mapping and the transform).
-    let mut by_name: HashMap<String, Vec<SourceId>> = HashMap::new();
+    // The first holder of each name in one map, the rare clashes in another:
+    // one hash insert per person, no list per name.
+    let mut first: FxHashMap<String, &SourceId> = FxHashMap::default();
+    first.reserve(users.len());
+    let mut clashes: BTreeMap<String, Vec<&SourceId>> = BTreeMap::new();
     for (id, u) in &users {
-        by_name
-            .entry(mapping.fold_name(&u.user_name))
-            .or_default()
-            .push(id.clone());
+        match first.entry(mapping.fold_name(&u.user_name)) {
+            std::collections::hash_map::Entry::Occupied(e) => clashes
+                .entry(e.key().clone())
+                .or_insert_with(|| vec![*e.get()])
+                .push(id),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(id);
+            }
+        }
     }
+    drop(first);
     let mut dup_ids: Vec<(SourceId, String)> = Vec::new();
-    for ids in by_name.values().filter(|ids| ids.len() > 1) {
+    for ids in clashes.values() {
         for id in ids {
             let others: Vec<String> = ids
                 .iter()
@@ -599,7 +626,7 @@ pub fn desired_state_taking(
                     None => o.to_string(),
                 })
                 .collect();
-            dup_ids.push((id.clone(), others.join(", ")));
+            dup_ids.push(((*id).clone(), others.join(", ")));
         }
     }
     dup_ids.sort();
