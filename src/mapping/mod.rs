@@ -471,6 +471,8 @@ pub fn desired_state_taking(
     mapping: &Mapping,
     groups: &GroupSettings,
 ) -> Desired {
+    let started = std::time::Instant::now();
+    let ms = || started.elapsed().as_millis() as u64;
     let mut rejects = snapshot.rejects.clone();
     let mut held_users: BTreeSet<SourceId> = rejects
         .iter()
@@ -533,6 +535,7 @@ pub fn desired_state_taking(
     // Each person maps independently of the others: spread over the cores.
     // What the rest needs of the fields (the work email, a label for a
     // reject) is taken here, then the fields are freed.
+    let flatten_ms = ms();
     let mut mapped = crate::par::par_map_mut(&mut snapshot.users, |u| {
         if held_users.contains(&u.id) || !in_group_scope(u) {
             return None;
@@ -547,9 +550,13 @@ pub fn desired_state_taking(
         u.fields = Fields::default();
         Some(result)
     });
-    let mut users: BTreeMap<SourceId, DesiredUser> = BTreeMap::new();
+    let map_ms = ms();
+    // Provisioned people in file order, with where each came from; the map
+    // by id is built in bulk once the clashes are out (one sort, no insert
+    // per person).
+    let mut provisioned: Vec<(SourceId, DesiredUser)> = Vec::with_capacity(snapshot.users.len());
+    let mut origin_of: Vec<&Origin> = Vec::with_capacity(snapshot.users.len());
     let mut out_of_scope = BTreeSet::new();
-    let mut origins: FxHashMap<&SourceId, &Origin> = FxHashMap::default();
     for (i, u) in snapshot.users.iter().enumerate() {
         if held_users.contains(&u.id) {
             continue;
@@ -574,15 +581,15 @@ pub fn desired_state_taking(
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
-                origins.insert(&u.id, &u.origin);
-                users.insert(
+                origin_of.push(&u.origin);
+                provisioned.push((
                     u.id.clone(),
                     DesiredUser {
                         user_name,
                         email,
                         attrs,
                     },
-                );
+                ));
             }
             Err((reason, label)) => {
                 held_users.insert(u.id.clone());
@@ -596,60 +603,65 @@ pub fn desired_state_taking(
             }
         }
     }
+    drop(mapped);
 
-    // userName must be unique among provisioned users (after mapping and the transform).
-    // The first holder of each name in one map, the rare clashes in another:
-    // one hash insert per person, no list per name.
-    let mut first: FxHashMap<String, &SourceId> = FxHashMap::default();
-    first.reserve(users.len());
-    let mut clashes: BTreeMap<String, Vec<&SourceId>> = BTreeMap::new();
-    for (id, u) in &users {
+    let collect_ms = ms();
+    // userName must be unique among provisioned users (after mapping and the
+    // transform). The first holder of each name in one map, the rare clashes
+    // in another: one hash insert per person, no list per name.
+    let mut first: FxHashMap<String, usize> = FxHashMap::default();
+    first.reserve(provisioned.len());
+    let mut clashes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (k, (_, u)) in provisioned.iter().enumerate() {
         match first.entry(mapping.fold_name(&u.user_name)) {
             std::collections::hash_map::Entry::Occupied(e) => clashes
                 .entry(e.key().clone())
                 .or_insert_with(|| vec![*e.get()])
-                .push(id),
+                .push(k),
             std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(id);
+                e.insert(k);
             }
         }
     }
     drop(first);
-    let mut dup_ids: Vec<(SourceId, String)> = Vec::new();
-    for ids in clashes.values() {
-        for id in ids {
-            let others: Vec<String> = ids
+    let id_of = |k: &usize| &provisioned[*k].0;
+    let mut duplicates: Vec<(usize, String)> = Vec::new();
+    for holders in clashes.values_mut() {
+        holders.sort_unstable_by(|a, b| id_of(a).cmp(id_of(b)));
+        for k in holders.iter() {
+            let others: Vec<String> = holders
                 .iter()
-                .filter(|o| *o != id)
-                .map(|o| match origins.get(o) {
-                    Some(origin) => format!("{o} ({origin})"),
-                    None => o.to_string(),
-                })
+                .filter(|o| *o != k)
+                .map(|o| format!("{} ({})", id_of(o), origin_of[*o]))
                 .collect();
-            dup_ids.push(((*id).clone(), others.join(", ")));
+            duplicates.push((*k, others.join(", ")));
         }
     }
-    dup_ids.sort();
-    for (id, others) in dup_ids {
-        if let Some(u) = users.remove(&id) {
-            held_users.insert(id.clone());
-            let origin = origins.get(&id).map(|o| (*o).clone()).unwrap_or(Origin {
-                file: String::new(),
-                location: String::new(),
-            });
-            rejects.push(Reject {
-                kind: RecordKind::User,
-                origin,
-                source_id: Some(id),
-                label: Some(u.user_name.clone()),
-                reason: format!(
-                    "duplicate userName `{}`: also mapped for {others}",
-                    u.user_name
-                ),
-            });
-        }
+    duplicates.sort_unstable_by(|a, b| id_of(&a.0).cmp(id_of(&b.0)));
+    let mut clashing = vec![false; provisioned.len()];
+    for (k, others) in duplicates {
+        let (id, u) = &provisioned[k];
+        clashing[k] = true;
+        held_users.insert(id.clone());
+        rejects.push(Reject {
+            kind: RecordKind::User,
+            origin: origin_of[k].clone(),
+            source_id: Some(id.clone()),
+            label: Some(u.user_name.clone()),
+            reason: format!(
+                "duplicate userName `{}`: also mapped for {others}",
+                u.user_name
+            ),
+        });
     }
+    drop(origin_of);
+    let users: BTreeMap<SourceId, DesiredUser> = provisioned
+        .into_iter()
+        .zip(clashing)
+        .filter_map(|(entry, clash)| (!clash).then_some(entry))
+        .collect();
 
+    let unique_ms = ms();
     // Groups: those selected for pushing, members restricted to provisioned users.
     let push: Option<BTreeSet<String>> = groups
         .push
@@ -804,6 +816,14 @@ pub fn desired_state_taking(
             });
         }
     }
+    tracing::debug!(
+        flatten_ms,
+        map_ms,
+        collect_ms,
+        unique_ms,
+        total_ms = ms(),
+        "mapping stages (cumulative)"
+    );
     // Memberships of held users are left as they are: drop held users from nothing,
     // the planner consults `held_users` before removing a member.
     Desired {
