@@ -312,6 +312,7 @@ impl Store {
             .conn
             .prepare_cached("SELECT source_id, scim_id, state FROM user_links WHERE app = ?1 ORDER BY source_id")
             .map_err(|e| self.err(e))?;
+        let mut unreadable = 0usize;
         let rows = stmt
             .query_map([app], |r| {
                 // Parsed where SQLite holds it: no copy of the text per row.
@@ -322,14 +323,31 @@ impl Store {
                         e.into(),
                     )
                 })?;
+                // A state that cannot be read is taken as "nothing known":
+                // the plan then sends every managed attribute again, which
+                // repairs it. Counted and reported, not silently dropped.
+                let state = serde_json::from_str(state).unwrap_or_else(|_| {
+                    unreadable += 1;
+                    Attrs::default()
+                });
                 Ok(UserLink {
                     source_id: SourceId(r.get(0)?),
                     scim_id: ScimId(r.get(1)?),
-                    state: serde_json::from_str(state).unwrap_or_default(),
+                    state,
                 })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let links = rows
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        if unreadable > 0 {
+            tracing::warn!(
+                unreadable,
+                store = %self.path.display(),
+                "stored attribute state of some linked users could not be read; their managed attributes will be sent again"
+            );
+        }
+        Ok(links)
     }
 
     /// All group links of a target, with stored members.
@@ -628,5 +646,33 @@ mod tests {
         assert!(store.user_links("a").unwrap().is_empty());
         // A deleted user also leaves the stored memberships.
         assert!(store.group_links("a").unwrap()[0].members.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_state_is_read_as_empty_and_the_rest_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let mut state = Attrs::new();
+        state.insert("userName", json!("ann"));
+        let link = |id: &str| Record::UserState {
+            app: "a".into(),
+            source_id: id.into(),
+            scim_id: format!("u{id}").into(),
+            state: state.clone(),
+        };
+        store.apply(&[link("1"), link("2")]).unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE user_links SET state = '{\"userName\": tru' WHERE source_id = '1'",
+                [],
+            )
+            .unwrap();
+        let users = store.user_links("a").unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(users[0].source_id.as_str(), "1");
+        assert!(users[0].state.is_empty());
+        assert_eq!(users[0].scim_id.0, "u1");
+        assert_eq!(users[1].state, state);
     }
 }
