@@ -166,16 +166,19 @@ pub async fn prepare_with(
             let t = Instant::now();
             let mut snapshot = source::load(&settings.source)?;
             let load_ms = t.elapsed().as_millis() as u64;
-            // Member sets move into the desired state; the snapshot is kept
-            // for its counts.
+            // Member sets move into the desired state; of the snapshot only
+            // its counts are needed from here on: the rest (ids, origins,
+            // names) is freed now, before the plan is built beside it.
             let desired =
                 mapping::desired_state_taking(&mut snapshot, &settings.mapping, &settings.groups);
+            let counts = (snapshot.users.len(), snapshot.groups.len());
+            drop_in_background(snapshot);
             tracing::debug!(
                 load_ms,
                 map_ms = t.elapsed().as_millis() as u64 - load_ms,
                 "source stage"
             );
-            Ok::<_, source::SourceError>((snapshot, desired))
+            Ok::<_, source::SourceError>((counts, desired))
         });
         let t = Instant::now();
         let links = store.user_links(app).and_then(|users| {
@@ -206,10 +209,10 @@ pub async fn prepare_with(
         )));
     }
 
-    let (snapshot, desired) = loaded.map_err(err)?;
+    let ((source_users, source_groups), desired) = loaded.map_err(err)?;
     tracing::info!(
-        users = snapshot.users.len(),
-        groups = snapshot.groups.len(),
+        users = source_users,
+        groups = source_groups,
         rejected = desired.rejects.len(),
         ms = started.elapsed().as_millis() as u64,
         "source loaded and mapped"
@@ -332,7 +335,7 @@ pub async fn prepare_with(
         ));
     }
     if !opts.allow_deprovision {
-        plan.guard = guard::evaluate(&plan, &actual, snapshot.users.len(), &settings.guard).reasons;
+        plan.guard = guard::evaluate(&plan, &actual, source_users, &settings.guard).reasons;
     }
     plan.risks = risk::assess(&plan, settings.large_member_removal);
     let fingerprints = source_fp.map(|source| Fingerprints {
@@ -352,8 +355,8 @@ pub async fn prepare_with(
         format!(
             "Source: {} — {} users, {} groups{}",
             settings.source.users.display(),
-            snapshot.users.len(),
-            snapshot.groups.len(),
+            source_users,
+            source_groups,
             if invalid > 0 {
                 format!(", {invalid} invalid records")
             } else {
@@ -370,7 +373,7 @@ pub async fn prepare_with(
     } else {
         Basis::Stored
     };
-    drop_in_background((snapshot, desired, actual));
+    drop_in_background((desired, actual));
     Ok(Prepared {
         plan,
         store,

@@ -703,7 +703,11 @@ pub fn desired_state_taking(
         })
         .collect();
     crate::par::par_for_each_mut(&mut member_sets, |set| {
-        set.retain(|m| provisioned.contains(m));
+        // Usually every member is provisioned: a read-only pass first, and
+        // the set is only rebuilt when someone has to go.
+        if !set.iter().all(|m| provisioned.contains(m)) {
+            set.retain(|m| provisioned.contains(m));
+        }
     });
     for (i, members) in selected.into_iter().zip(member_sets) {
         let g = &snapshot.groups[i];

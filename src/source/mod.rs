@@ -360,13 +360,26 @@ impl<'a> Builder<'a> {
 
     fn finish(mut self) -> Snapshot {
         // Duplicate ids: every occurrence is rejected (which one is right is unknowable).
-        let mut seen: HashMap<SourceId, Vec<usize>> = HashMap::new();
+        // The first holder of each id in one map (borrowed, Fx-hashed: the
+        // admin's own ids), the rare repeats in another.
+        let mut first: FxHashMap<&str, usize> = FxHashMap::default();
+        first.reserve(self.users.len());
+        let mut repeats: FxHashMap<&str, Vec<usize>> = FxHashMap::default();
         for (i, u) in self.users.iter().enumerate() {
-            seen.entry(u.id.clone()).or_default().push(i);
+            match first.entry(u.id.as_str()) {
+                std::collections::hash_map::Entry::Occupied(e) => repeats
+                    .entry(*e.key())
+                    .or_insert_with(|| vec![*e.get()])
+                    .push(i),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+            }
         }
+        drop(first);
         let mut dup = vec![false; self.users.len()];
         let mut dup_rejects = Vec::new();
-        for idxs in seen.values().filter(|v| v.len() > 1) {
+        for idxs in repeats.values() {
             for &i in idxs {
                 dup[i] = true;
                 let u = &self.users[i];
