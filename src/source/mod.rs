@@ -175,6 +175,13 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Room for `n` more people: a large file's count is known from its
+    /// lines, and a vector of a million people that grows by doubling
+    /// copies itself into fresh memory some twenty times on the way.
+    pub(crate) fn reserve_users(&mut self, n: usize) {
+        self.users.reserve(n);
+    }
+
     /// Adopt the groups and rejects of a builder that read only groups.
     fn take_groups(&mut self, other: Builder<'_>) {
         debug_assert!(self.groups.is_empty() && other.users.is_empty());
@@ -402,11 +409,15 @@ impl<'a> Builder<'a> {
         }
         dup_rejects.sort_by_key(|(i, _)| *i);
         self.rejects.extend(dup_rejects.into_iter().map(|(_, r)| r));
-        let mut users = Vec::with_capacity(self.users.len());
-        for (i, u) in std::mem::take(&mut self.users).into_iter().enumerate() {
-            if !dup[i] {
-                users.push(u);
-            }
+        // In place: usually nobody is dropped, and the vector stays as it is.
+        let mut users = std::mem::take(&mut self.users);
+        if dup.contains(&true) {
+            let mut i = 0;
+            users.retain(|_| {
+                let keep = !dup[i];
+                i += 1;
+                keep
+            });
         }
         // Memberships listed on user records (`groups` column) join groups by name.
         let by_name: HashMap<String, usize> = self

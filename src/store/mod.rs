@@ -308,6 +308,13 @@ impl Store {
 
     /// All user links of a target.
     pub fn user_links(&self, app: &str) -> Result<Vec<UserLink>, StoreError> {
+        // Counted first: the vector is allocated once at its size instead of
+        // being copied into fresh memory each time it doubles.
+        let count: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM user_links WHERE app = ?1")
+            .and_then(|mut s| s.query_row([app], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
         let mut stmt = self
             .conn
             .prepare_cached("SELECT source_id, scim_id, state FROM user_links WHERE app = ?1 ORDER BY source_id")
@@ -337,9 +344,10 @@ impl Store {
                 })
             })
             .map_err(|e| self.err(e))?;
-        let links = rows
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.err(e))?;
+        let mut links = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for link in rows {
+            links.push(link.map_err(|e| self.err(e))?);
+        }
         if unreadable > 0 {
             tracing::warn!(
                 unreadable,
