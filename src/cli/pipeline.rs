@@ -180,16 +180,32 @@ pub async fn prepare_with(
             );
             Ok::<_, source::SourceError>((counts, desired))
         });
+        // Stored people on this thread, stored groups and memberships on
+        // another connection beside it (the two halves of the state are
+        // about the same size on a large directory).
         let t = Instant::now();
+        let groups_reader = match store.another_connection() {
+            Ok(Some(second)) => Some(scope.spawn(move || {
+                let groups = second.group_links(app);
+                (groups, t.elapsed().as_millis() as u64)
+            })),
+            _ => None,
+        };
         let links = store.user_links(app).and_then(|users| {
             let users_ms = t.elapsed().as_millis() as u64;
-            let groups = store.group_links(app)?;
+            let (groups, groups_ms) = match groups_reader {
+                Some(reader) => reader
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => (store.group_links(app), t.elapsed().as_millis() as u64),
+            };
             tracing::debug!(
                 ms = t.elapsed().as_millis() as u64,
                 users_ms,
+                groups_ms,
                 "stored state read"
             );
-            Ok((users, groups))
+            Ok((users, groups?))
         });
         let loaded = loading
             .join()

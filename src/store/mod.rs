@@ -137,6 +137,15 @@ impl Store {
         Ok(store)
     }
 
+    /// A second connection to the same store file, for reading on another
+    /// thread; `None` for an in-memory store (it has no second connection).
+    pub fn another_connection(&self) -> Result<Option<Store>, StoreError> {
+        if self.path == Path::new(":memory:") {
+            return Ok(None);
+        }
+        Store::open(&self.path).map(Some)
+    }
+
     /// A throwaway in-memory store (a `plan` before the first `sync`).
     pub fn memory() -> Result<Store, StoreError> {
         let path = PathBuf::from(":memory:");
