@@ -551,10 +551,10 @@ pub fn desired_state_taking(
         Some(result)
     });
     let map_ms = ms();
-    // Provisioned people in file order, with where each came from; the map
+    // The people kept, in file order, with where each came from; the map
     // by id is built in bulk once the clashes are out (one sort, no insert
     // per person).
-    let mut provisioned: Vec<(SourceId, DesiredUser)> = Vec::with_capacity(snapshot.users.len());
+    let mut kept: Vec<(SourceId, DesiredUser)> = Vec::with_capacity(snapshot.users.len());
     let mut origin_of: Vec<&Origin> = Vec::with_capacity(snapshot.users.len());
     let mut out_of_scope = BTreeSet::new();
     for (i, u) in snapshot.users.iter().enumerate() {
@@ -582,7 +582,7 @@ pub fn desired_state_taking(
                     .unwrap_or_default()
                     .to_owned();
                 origin_of.push(&u.origin);
-                provisioned.push((
+                kept.push((
                     u.id.clone(),
                     DesiredUser {
                         user_name,
@@ -610,9 +610,9 @@ pub fn desired_state_taking(
     // transform). The first holder of each name in one map, the rare clashes
     // in another: one hash insert per person, no list per name.
     let mut first: FxHashMap<String, usize> = FxHashMap::default();
-    first.reserve(provisioned.len());
+    first.reserve(kept.len());
     let mut clashes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (k, (_, u)) in provisioned.iter().enumerate() {
+    for (k, (_, u)) in kept.iter().enumerate() {
         match first.entry(mapping.fold_name(&u.user_name)) {
             std::collections::hash_map::Entry::Occupied(e) => clashes
                 .entry(e.key().clone())
@@ -624,7 +624,7 @@ pub fn desired_state_taking(
         }
     }
     drop(first);
-    let id_of = |k: &usize| &provisioned[*k].0;
+    let id_of = |k: &usize| &kept[*k].0;
     let mut duplicates: Vec<(usize, String)> = Vec::new();
     for holders in clashes.values_mut() {
         holders.sort_unstable_by(|a, b| id_of(a).cmp(id_of(b)));
@@ -638,9 +638,9 @@ pub fn desired_state_taking(
         }
     }
     duplicates.sort_unstable_by(|a, b| id_of(&a.0).cmp(id_of(&b.0)));
-    let mut clashing = vec![false; provisioned.len()];
+    let mut clashing = vec![false; kept.len()];
     for (k, others) in duplicates {
-        let (id, u) = &provisioned[k];
+        let (id, u) = &kept[k];
         clashing[k] = true;
         held_users.insert(id.clone());
         rejects.push(Reject {
@@ -655,7 +655,7 @@ pub fn desired_state_taking(
         });
     }
     drop(origin_of);
-    let users: BTreeMap<SourceId, DesiredUser> = provisioned
+    let users: BTreeMap<SourceId, DesiredUser> = kept
         .into_iter()
         .zip(clashing)
         .filter_map(|(entry, clash)| (!clash).then_some(entry))
