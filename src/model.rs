@@ -37,6 +37,13 @@ macro_rules! id_impls {
                 f.write_str(&self.0)
             }
         }
+        // Ordered and hashed as its text (derived over the one field), so
+        // maps keyed by it can be searched with a `&str`.
+        impl std::borrow::Borrow<str> for $t {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
         impl From<&str> for $t {
             fn from(s: &str) -> Self {
                 Self(s.to_owned())

@@ -16,18 +16,31 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde_json::Value;
 
 use crate::model::{ScimId, SourceId};
-use crate::plan::{Actual, ActualGroup, ActualUser, Conflict, Desired, LinkState, RetiredGroup};
+use crate::plan::{
+    Actual, ActualAttrs, ActualGroup, ActualUser, Conflict, Desired, DesiredUser, LinkState,
+    RetiredGroup,
+};
 use crate::scim;
-use crate::store::{GroupLink, UserLink};
+use crate::store::{GroupLink, StoredUser, UserLink};
 
 /// Build the actual state from the store alone.
 pub fn from_store(users: &[UserLink], groups: &[GroupLink]) -> Actual {
-    from_store_owned(users.to_vec(), groups.to_vec())
+    let users = users
+        .iter()
+        .map(|l| StoredUser {
+            source_id: l.source_id.clone(),
+            scim_id: l.scim_id.clone(),
+            state: Some(l.state.clone()),
+        })
+        .collect();
+    from_store_owned(users, groups.to_vec())
 }
 
 /// [`from_store`], taking the links: the stored states and member sets move
-/// into the actual state instead of being copied (they are most of it).
-pub fn from_store_owned(users: Vec<UserLink>, groups: Vec<GroupLink>) -> Actual {
+/// into the actual state instead of being copied (they are most of it). A
+/// state left undecoded because it was the wanted one ([`SameAsWanted`])
+/// becomes [`ActualAttrs::AsWanted`].
+pub fn from_store_owned(users: Vec<StoredUser>, groups: Vec<GroupLink>) -> Actual {
     Actual {
         users: users
             .into_iter()
@@ -36,7 +49,7 @@ pub fn from_store_owned(users: Vec<UserLink>, groups: Vec<GroupLink>) -> Actual 
                     l.source_id,
                     ActualUser {
                         scim_id: l.scim_id,
-                        attrs: l.state,
+                        attrs: l.state.map_or(ActualAttrs::AsWanted, ActualAttrs::Known),
                         link: LinkState::Linked,
                         pushed: None,
                     },
@@ -63,6 +76,58 @@ pub fn from_store_owned(users: Vec<UserLink>, groups: Vec<GroupLink>) -> Actual 
             .collect(),
         complete: false,
         ..Actual::default()
+    }
+}
+
+/// Tells whether a stored user state is, as text, the state wanted now
+/// (the `same` test of [`crate::store::Store::stored_users`]). States are
+/// stored as the compact JSON of their [`crate::plan::Attrs`]; the wanted
+/// state is written the same way and the bytes compared, so "same" means
+/// exactly equal. Any other text (another writer, an older format, a real
+/// difference) is just "not the same": it is decoded and compared by value.
+pub struct SameAsWanted<'d> {
+    desired: &'d BTreeMap<SourceId, DesiredUser>,
+    /// Stored rows arrive in source id order: walked in step with the
+    /// wanted users instead of a tree search per row.
+    next: std::iter::Peekable<std::collections::btree_map::Range<'d, SourceId, DesiredUser>>,
+    text: Vec<u8>,
+}
+
+impl<'d> SameAsWanted<'d> {
+    /// Over the wanted users of `desired`.
+    pub fn new(desired: &'d Desired) -> Self {
+        Self::from(desired, "")
+    }
+
+    /// Over the wanted users of `desired`, for stored rows from `first` on.
+    pub fn from(desired: &'d Desired, first: &str) -> Self {
+        Self {
+            desired: &desired.users,
+            next: desired
+                .users
+                .range::<str, _>((std::ops::Bound::Included(first), std::ops::Bound::Unbounded))
+                .peekable(),
+            text: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Whether `stored` is the text of the state wanted for `source_id`.
+    pub fn check(&mut self, source_id: &str, stored: &str) -> bool {
+        while self
+            .next
+            .next_if(|(id, _)| id.as_str() < source_id)
+            .is_some()
+        {}
+        let want = match self.next.peek() {
+            Some((id, want)) if id.as_str() == source_id => Some(*want),
+            // Not wanted, or rows out of order: a search settles it.
+            _ => self.desired.get(source_id),
+        };
+        let Some(want) = want else {
+            return false;
+        };
+        self.text.clear();
+        serde_json::to_writer(&mut self.text, &want.attrs).is_ok() && self.text == stored.as_bytes()
     }
 }
 
@@ -125,7 +190,10 @@ pub fn reconcile(
                     link.source_id.clone(),
                     ActualUser {
                         scim_id: link.scim_id.clone(),
-                        attrs: scim::read_attrs(resource, managed.iter().map(String::as_str)),
+                        attrs: ActualAttrs::Known(scim::read_attrs(
+                            resource,
+                            managed.iter().map(String::as_str),
+                        )),
                         link: LinkState::Linked,
                         pushed: Some(link.state.clone()),
                     },
@@ -192,7 +260,10 @@ pub fn reconcile(
                     sid.clone(),
                     ActualUser {
                         scim_id: id,
-                        attrs: scim::read_attrs(resource, managed.iter().map(String::as_str)),
+                        attrs: ActualAttrs::Known(scim::read_attrs(
+                            resource,
+                            managed.iter().map(String::as_str),
+                        )),
                         link: how,
                         pushed: None,
                     },
@@ -375,4 +446,92 @@ pub fn reconcile(
     out.actual.retired_groups = retired.to_vec();
     out.actual.complete = true;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Attrs;
+    use serde_json::json;
+
+    fn desired(ids: &[&str]) -> Desired {
+        let users = ids
+            .iter()
+            .map(|id| {
+                let mut attrs = Attrs::new();
+                attrs.insert("userName", json!(format!("{id}@x.org")));
+                attrs.insert("displayName", json!(format!("Ann \"{id}\" Ö")));
+                attrs.insert("active", json!(true));
+                let user = DesiredUser {
+                    user_name: format!("{id}@x.org"),
+                    email: String::new(),
+                    attrs,
+                };
+                (SourceId::from(*id), user)
+            })
+            .collect();
+        Desired {
+            users,
+            ..Desired::default()
+        }
+    }
+
+    /// What the store holds for a state pushed as `attrs`.
+    fn stored(d: &Desired, id: &str) -> String {
+        serde_json::to_string(&d.users[id].attrs).unwrap()
+    }
+
+    #[test]
+    fn same_as_wanted_is_the_exact_text_of_the_wanted_state() {
+        let d = desired(&["1", "2", "3"]);
+        let mut same = SameAsWanted::new(&d);
+        assert!(same.check("1", &stored(&d, "1")));
+        // Another user's text, a value changed, the same object written
+        // another way (spaces): not the same, so decoded and compared.
+        assert!(!same.check("2", &stored(&d, "3")));
+        let edited = stored(&d, "3").replace("3@x.org", "3@y.org");
+        assert!(!same.check("3", &edited));
+        let spaced = stored(&d, "3").replace(':', ": ");
+        assert!(!same.check("3", &spaced));
+        // Not wanted at all.
+        assert!(!same.check("4", &stored(&d, "3")));
+    }
+
+    #[test]
+    fn same_as_wanted_finds_rows_out_of_order_and_from_a_starting_id() {
+        let d = desired(&["a", "b", "c"]);
+        let mut same = SameAsWanted::new(&d);
+        assert!(same.check("c", &stored(&d, "c")));
+        // Behind the walk: found by a search.
+        assert!(same.check("a", &stored(&d, "a")));
+        assert!(same.check("b", &stored(&d, "b")));
+        let mut upper = SameAsWanted::from(&d, "b");
+        assert!(upper.check("b", &stored(&d, "b")));
+        assert!(upper.check("c", &stored(&d, "c")));
+        assert!(upper.check("a", &stored(&d, "a")));
+    }
+
+    #[test]
+    fn stored_users_become_known_or_as_wanted() {
+        let d = desired(&["1"]);
+        let state = d.users["1"].attrs.clone();
+        let actual = from_store_owned(
+            vec![
+                StoredUser {
+                    source_id: "1".into(),
+                    scim_id: ScimId::from("s1"),
+                    state: None,
+                },
+                StoredUser {
+                    source_id: "2".into(),
+                    scim_id: ScimId::from("s2"),
+                    state: Some(state.clone()),
+                },
+            ],
+            Vec::new(),
+        );
+        assert_eq!(actual.users["1"].attrs, ActualAttrs::AsWanted);
+        assert_eq!(actual.users["2"].attrs, ActualAttrs::Known(state));
+        assert!(!actual.complete);
+    }
 }

@@ -138,7 +138,12 @@ pub async fn import(
             source_id: sid.clone(),
             scim_id: u.scim_id.clone(),
             // What the account holds now: the next sync sends only what differs.
-            state: u.attrs.clone(),
+            // (A full read: always known.)
+            state: u
+                .known()
+                .or(desired.users.get(sid).map(|w| &w.attrs))
+                .cloned()
+                .unwrap_or_default(),
         });
         let want = desired.users.get(sid);
         recs.push(Record::Outcome(OutcomeRow {

@@ -22,7 +22,7 @@ use crate::push::client::{Failure, ScimClient, ScimError, TransportKind};
 use crate::push::{self, Context};
 use crate::source;
 use crate::store::lock::RunLock;
-use crate::store::{self, OutcomeRow, Record, Recorder, RunCounts, Store};
+use crate::store::{self, OutcomeRow, Record, Recorder, RunCounts, Store, StoredUser, UserLink};
 use crate::target::{self, MatchRules, Reconciled};
 
 /// Options shared by `plan` and `sync`.
@@ -107,6 +107,106 @@ fn drop_in_background<T: Send + 'static>(value: T) {
         .spawn(move || drop(value));
 }
 
+/// The stored people, as the target's basis needs them.
+enum StoredPeople {
+    /// Every stored state decoded (a full read compares them with the target).
+    Decoded(Vec<UserLink>),
+    /// Decoded only where it is not the state wanted now.
+    Compared(Vec<StoredUser>),
+}
+
+impl StoredPeople {
+    fn len(&self) -> usize {
+        match self {
+            Self::Decoded(v) => v.len(),
+            Self::Compared(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many stored states were decoded.
+    fn decoded(&self) -> usize {
+        match self {
+            Self::Decoded(v) => v.len(),
+            Self::Compared(v) => v.iter().filter(|u| u.state.is_some()).count(),
+        }
+    }
+
+    fn into_decoded(self) -> Vec<UserLink> {
+        match self {
+            Self::Decoded(v) => v,
+            // Not read this way for a full read; total all the same.
+            Self::Compared(v) => v
+                .into_iter()
+                .map(|u| UserLink {
+                    source_id: u.source_id,
+                    scim_id: u.scim_id,
+                    state: u.state.unwrap_or_default(),
+                })
+                .collect(),
+        }
+    }
+
+    fn into_compared(self) -> Vec<StoredUser> {
+        match self {
+            Self::Compared(v) => v,
+            Self::Decoded(v) => v
+                .into_iter()
+                .map(|u| StoredUser {
+                    source_id: u.source_id,
+                    scim_id: u.scim_id,
+                    state: Some(u.state),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The stored people compared with the wanted ones (see
+/// [`Store::stored_users`]); on a large directory in two halves, the upper
+/// one on a second connection, the two cores each comparing one.
+fn stored_compared(
+    store: &Store,
+    app: &str,
+    desired: &plan::Desired,
+) -> Result<Vec<StoredUser>, store::StoreError> {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let n = desired.users.len();
+    let pivot = (n >= 20_000)
+        .then(|| desired.users.keys().nth(n / 2))
+        .flatten();
+    let second = match pivot {
+        Some(_) => store.another_connection().ok().flatten(),
+        None => None,
+    };
+    let (Some(pivot), Some(second)) = (pivot, second) else {
+        let mut same = target::SameAsWanted::new(desired);
+        return store.stored_users(app, |id, text| same.check(id, text));
+    };
+    std::thread::scope(|scope| {
+        let upper = scope.spawn(move || {
+            let mut same = target::SameAsWanted::from(desired, pivot.as_str());
+            second.stored_users_in(app, (Included(pivot.as_str()), Unbounded), |id, text| {
+                same.check(id, text)
+            })
+        });
+        let mut same = target::SameAsWanted::new(desired);
+        let lower =
+            store.stored_users_in(app, (Unbounded, Excluded(pivot.as_str())), |id, text| {
+                same.check(id, text)
+            });
+        let upper = upper
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let mut all = lower?;
+        all.extend(upper?);
+        Ok(all)
+    })
+}
+
 fn err<E: std::fmt::Display>(e: E) -> CliError {
     CliError::msg(e.to_string())
 }
@@ -158,6 +258,22 @@ pub async fn prepare_with(
     let app = settings.app.as_str();
     let started = Instant::now();
     let source_fp = opts.fingerprint.then(|| source_fingerprint(settings));
+    let last = store.last_reconcile(app).map_err(err)?;
+    let retired = store.retired_groups(app).map_err(err)?;
+    let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
+    let reason = if force == Some(Basis::FullRead) {
+        Some("the saved plan was computed from a full read")
+    } else if force == Some(Basis::Stored) {
+        None
+    } else if opts.reconcile {
+        Some("--reconcile")
+    } else if last.is_none() {
+        Some("first run for this target")
+    } else if last.is_some_and(|t| store::now_ms() - t >= interval_ms) {
+        Some("the reconcile interval has passed")
+    } else {
+        None
+    };
     // The source is loaded and mapped on a second thread while this one
     // reads the stored state: neither needs the other, and on a large
     // directory each is a good share of a routine run.
@@ -180,9 +296,8 @@ pub async fn prepare_with(
             );
             Ok::<_, source::SourceError>((counts, desired))
         });
-        // Stored people on this thread, stored groups and memberships on
-        // another connection beside it (the two halves of the state are
-        // about the same size on a large directory).
+        // Stored groups and memberships on another connection, beside the
+        // source (about half of the stored state on a large directory).
         let t = Instant::now();
         let groups_reader = match store.another_connection() {
             Ok(Some(second)) => Some(scope.spawn(move || {
@@ -191,8 +306,28 @@ pub async fn prepare_with(
             })),
             _ => None,
         };
-        let links = store.user_links(app).and_then(|users| {
-            let users_ms = t.elapsed().as_millis() as u64;
+        // Stored people: a full read needs every stored state (it tells
+        // drift), read now beside the source. Otherwise each stored state
+        // is compared, as text, with the one wanted now once the source is
+        // mapped, and only those that differ are decoded (a routine run
+        // changes few people).
+        let early = reason.is_some().then(|| store.user_links(app));
+        let loaded = loading
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let t_users = Instant::now();
+        let users = match early {
+            Some(users) => users.map(StoredPeople::Decoded),
+            None => match &loaded {
+                Ok((_, desired)) => {
+                    stored_compared(&store, app, desired).map(StoredPeople::Compared)
+                }
+                // The run stops on the source error: nothing to compare with.
+                Err(_) => Ok(StoredPeople::Compared(Vec::new())),
+            },
+        };
+        let links = users.and_then(|users| {
+            let users_ms = t_users.elapsed().as_millis() as u64;
             let (groups, groups_ms) = match groups_reader {
                 Some(reader) => reader
                     .join()
@@ -202,14 +337,12 @@ pub async fn prepare_with(
             tracing::debug!(
                 ms = t.elapsed().as_millis() as u64,
                 users_ms,
+                decoded = users.decoded(),
                 groups_ms,
                 "stored state read"
             );
             Ok((users, groups?))
         });
-        let loaded = loading
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (loaded, links)
     });
     let (user_links, group_links) = links.map_err(err)?;
@@ -241,22 +374,6 @@ pub async fn prepare_with(
         &settings.profile.api.media_type,
     )
     .map_err(CliError::msg)?;
-    let last = store.last_reconcile(app).map_err(err)?;
-    let retired = store.retired_groups(app).map_err(err)?;
-    let interval_ms = settings.policy.reconcile_interval.as_millis() as i64;
-    let reason = if force == Some(Basis::FullRead) {
-        Some("the saved plan was computed from a full read")
-    } else if force == Some(Basis::Stored) {
-        None
-    } else if opts.reconcile {
-        Some("--reconcile")
-    } else if last.is_none() {
-        Some("first run for this target")
-    } else if last.is_some_and(|t| store::now_ms() - t >= interval_ms) {
-        Some("the reconcile interval has passed")
-    } else {
-        None
-    };
     let (actual, reconciled, target_mode) = match reason {
         Some(reason) => {
             printer.info(&format!("Reading the whole target ({reason})..."));
@@ -298,7 +415,7 @@ pub async fn prepare_with(
             };
             let r = target::reconcile(
                 &desired,
-                &user_links,
+                &user_links.into_decoded(),
                 &group_links,
                 &retired,
                 &users,
@@ -322,7 +439,7 @@ pub async fn prepare_with(
             (
                 Actual {
                     retired_groups: retired.clone(),
-                    ..target::from_store_owned(user_links, group_links)
+                    ..target::from_store_owned(user_links.into_compared(), group_links)
                 },
                 None,
                 mode,

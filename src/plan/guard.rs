@@ -164,7 +164,7 @@ pub fn evaluate(plan: &Plan, actual: &Actual, source_users: usize, limits: &Limi
 mod tests {
     use super::*;
     use crate::model::{ScimId, SourceId};
-    use crate::plan::{ActualUser, Attrs, Why};
+    use crate::plan::{ActualAttrs, ActualUser, Attrs, Why};
 
     fn actual(n: usize) -> Actual {
         let mut a = Actual::default();
@@ -173,7 +173,7 @@ mod tests {
                 SourceId(format!("u{i}")),
                 ActualUser {
                     scim_id: ScimId(format!("s{i}")),
-                    attrs: Attrs::new(),
+                    attrs: ActualAttrs::Known(Attrs::new()),
                     link: LinkState::Linked,
                     pushed: None,
                 },

@@ -102,7 +102,7 @@ pub struct ActualUser {
     /// The target's id.
     pub scim_id: ScimId,
     /// Current values of the managed attributes.
-    pub attrs: Attrs,
+    pub attrs: ActualAttrs,
     /// Linked or merely matched.
     pub link: LinkState,
     /// The values scimsync last pushed, when known and `attrs` came from a full
@@ -110,15 +110,41 @@ pub struct ActualUser {
     pub pushed: Option<Attrs>,
 }
 
+/// What is known of an account's managed attributes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActualAttrs {
+    /// Their values.
+    Known(Attrs),
+    /// Exactly the wanted attributes of the same source id in the
+    /// [`Desired`] the plan is computed with: the state stored at the last
+    /// push was the same text as the wanted one, so it was never decoded
+    /// (most people on a routine run). Only ever set for a linked user that
+    /// is in that desired state.
+    AsWanted,
+}
+
 impl ActualUser {
-    /// Whether the account is active (absent `active` counts as active).
-    pub fn active(&self) -> bool {
-        self.attrs.get("active") != Some(&Value::Bool(false))
+    /// Whether the account is active (absent `active` counts as active);
+    /// `None` when its attributes are [`ActualAttrs::AsWanted`].
+    pub fn active(&self) -> Option<bool> {
+        match &self.attrs {
+            ActualAttrs::Known(a) => Some(a.get("active") != Some(&Value::Bool(false))),
+            ActualAttrs::AsWanted => None,
+        }
+    }
+
+    /// The known attributes (`None`: [`ActualAttrs::AsWanted`]).
+    pub fn known(&self) -> Option<&Attrs> {
+        match &self.attrs {
+            ActualAttrs::Known(a) => Some(a),
+            ActualAttrs::AsWanted => None,
+        }
     }
 
     fn user_name(&self) -> String {
-        self.attrs
-            .get("userName")
+        self.known()
+            .and_then(|a| a.get("userName"))
             .and_then(Value::as_str)
             .unwrap_or(self.scim_id.as_str())
             .to_owned()
@@ -559,16 +585,19 @@ fn same_value(path: &str, a: Option<&Value>, b: Option<&Value>) -> bool {
 fn attr_changes(managed: &BTreeSet<String>, desired: &Attrs, actual: &ActualUser) -> Vec<Change> {
     let mut changes = Vec::new();
     // The usual case on a routine run: the state last pushed is exactly what
-    // is wanted. One linear comparison instead of two lookups per path.
-    if *desired == actual.attrs {
-        return changes;
-    }
+    // is wanted (known without decoding it, or by one linear comparison
+    // instead of two lookups per path).
+    let attrs = match &actual.attrs {
+        ActualAttrs::AsWanted => return changes,
+        ActualAttrs::Known(attrs) if attrs == desired => return changes,
+        ActualAttrs::Known(attrs) => attrs,
+    };
     for path in managed {
         if path == "active" {
             continue;
         }
         let want = desired.get(path);
-        let have = actual.attrs.get(path);
+        let have = attrs.get(path);
         if same_value(path, want, have) {
             continue;
         }
@@ -629,7 +658,8 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                     // Adoption still links; attribute updates are switched off.
                     changes.clear();
                 }
-                if want_active && !have.active() && policy.update_users {
+                let have_active = have.active().unwrap_or(want_active);
+                if want_active && !have_active && policy.update_users {
                     changes.push(Change {
                         path: "active".into(),
                         old: Some(Value::Bool(false)),
@@ -648,7 +678,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                         summary.users_update += 1;
                     }
                     let after = adopt.map(|_| {
-                        let mut after = have.attrs.clone();
+                        let mut after = have.known().unwrap_or(&want.attrs).clone();
                         for c in &changes {
                             match &c.new {
                                 Some(v) => after.insert(c.path.clone(), v.clone()),
@@ -666,7 +696,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                         after,
                     });
                 }
-                if !want_active && have.active() && policy.update_users {
+                if !want_active && have_active && policy.update_users {
                     summary.users_disable += 1;
                     actions.push(Action::DisableUser {
                         user: id.clone(),
@@ -707,7 +737,9 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             Why::NotInSource
         };
         match policy.deprovision {
-            Deprovision::Disable if have.active() => {
+            // Unknown (never the case for an account not wanted): disabled
+            // again rather than left enabled.
+            Deprovision::Disable if have.active().unwrap_or(true) => {
                 summary.users_disable += 1;
                 actions.push(Action::DisableUser {
                     user: id.clone(),

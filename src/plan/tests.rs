@@ -122,9 +122,21 @@ fn desired(users: Vec<(&str, Attrs)>, groups: Vec<(&str, &[&str])>) -> Desired {
 fn linked(scim_id: &str, a: Attrs) -> ActualUser {
     ActualUser {
         scim_id: scim(scim_id),
-        attrs: a,
+        attrs: ActualAttrs::Known(a),
         link: LinkState::Linked,
         pushed: None,
+    }
+}
+
+/// The attributes of an account the tests hold as known.
+fn known(u: &ActualUser) -> &Attrs {
+    u.known().expect("the tests hold known attributes")
+}
+
+fn known_mut(u: &mut ActualUser) -> &mut Attrs {
+    match &mut u.attrs {
+        ActualAttrs::Known(a) => a,
+        ActualAttrs::AsWanted => panic!("the tests hold known attributes"),
     }
 }
 
@@ -626,7 +638,7 @@ fn matched_user_is_adopted_even_without_changes() {
             user_name: "ann@x.org".into(),
             changes: vec![],
             adopt: Some(LinkState::MatchedExternalId),
-            after: Some(u.attrs.clone()),
+            after: Some(known(&u).clone()),
         }]
     );
     assert_eq!(plan.actions[0].verb(), "link");
@@ -637,7 +649,7 @@ fn matched_user_is_adopted_even_without_changes() {
     // With changes: `after` holds the attributes as they will be.
     let want = with(attrs("1", "ann"), "title", json!("CTO"));
     let d = desired(vec![("1", want)], vec![]);
-    u.attrs = with(u.attrs, "displayName", json!("old"));
+    u.attrs = ActualAttrs::Known(with(known(&u).clone(), "displayName", json!("old")));
     u.link = LinkState::MatchedUserName;
     let a = actual(vec![("1", u)], vec![]);
     let plan = compute(&d, &a, &policy());
@@ -1515,7 +1527,7 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                     user.clone(),
                     ActualUser {
                         scim_id: ScimId(format!("new-u-{user}")),
-                        attrs: attrs.clone(),
+                        attrs: ActualAttrs::Known(attrs.clone()),
                         link: LinkState::Linked,
                         pushed: Some(attrs.clone()),
                     },
@@ -1536,18 +1548,18 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                 );
                 for c in changes {
                     assert_eq!(
-                        u.attrs.get(&c.path),
+                        known(u).get(&c.path),
                         c.old.as_ref(),
                         "old value of {}",
                         c.path
                     );
                     match &c.new {
-                        Some(v) => u.attrs.insert(c.path.clone(), v.clone()),
-                        None => u.attrs.remove(&c.path),
+                        Some(v) => known_mut(u).insert(c.path.clone(), v.clone()),
+                        None => known_mut(u).remove(&c.path),
                     };
                 }
                 if let Some(after) = after {
-                    assert_eq!(after, &u.attrs, "`after` of {user}");
+                    assert_eq!(after, known(u), "`after` of {user}");
                 }
                 u.link = LinkState::Linked;
             }
@@ -1594,8 +1606,8 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
             Action::DisableUser { user, scim_id, .. } => {
                 let u = a.users.get_mut(user).expect("disabled user exists");
                 assert_eq!(&u.scim_id, scim_id);
-                assert!(u.active(), "{user} disabled twice");
-                u.attrs.insert("active", Value::Bool(false));
+                assert_eq!(u.active(), Some(true), "{user} disabled twice");
+                known_mut(u).insert("active", Value::Bool(false));
             }
             Action::DeleteUser { user, scim_id, .. } => {
                 let u = a.users.remove(user).expect("deleted user exists");
@@ -1630,7 +1642,7 @@ fn interpreter_converges_the_phase_order_example() {
     let after = apply_to(&a, &plan, true);
     assert!(compute(&d, &after, &p).actions.is_empty());
     assert_eq!(after.groups[&sid("g")].members, ids(&["1", "2"]));
-    assert!(!after.users[&sid("9")].active());
+    assert_eq!(after.users[&sid("9")].active(), Some(false));
 }
 
 // --- property tests ---------------------------------------------------------
@@ -1804,7 +1816,7 @@ fn arb_world() -> impl Strategy<Value = (Desired, Actual)> {
                     id.clone(),
                     ActualUser {
                         scim_id: ScimId(format!("s-{id}")),
-                        attrs,
+                        attrs: ActualAttrs::Known(attrs),
                         link,
                         pushed,
                     },
@@ -1881,20 +1893,20 @@ fn assert_converged(d: &Desired, p: &Policy, before: &Actual, after: &Actual) {
                 continue;
             }
             assert!(
-                same_value(path, want.attrs.get(path), have.attrs.get(path)),
+                same_value(path, want.attrs.get(path), known(have).get(path)),
                 "{id}.{path}: want {:?}, have {:?}",
                 want.attrs.get(path),
-                have.attrs.get(path)
+                known(have).get(path)
             );
         }
         assert_eq!(
             have.active(),
-            want.attrs["active"] != json!(false),
+            Some(want.attrs["active"] != json!(false)),
             "{id}.active"
         );
         // Attributes the mapping does not manage are never touched.
         if let Some(old) = before.users.get(id) {
-            assert_eq!(old.attrs.get("nickName"), have.attrs.get("nickName"));
+            assert_eq!(known(old).get("nickName"), known(have).get("nickName"));
         }
     }
     for (gid, want) in &d.groups {
@@ -1957,6 +1969,29 @@ proptest! {
                 prop_assert_eq!(after.users.get(id), Some(old));
             }
         }
+    }
+
+    /// A stored state left undecoded because it was the wanted one
+    /// (`AsWanted`) plans exactly like the same state decoded.
+    #[test]
+    fn an_undecoded_wanted_state_plans_like_the_decoded_one(
+        (d, a) in arb_world(),
+        p in arb_policy(),
+        pick in any::<u64>(),
+    ) {
+        let (mut decoded, mut undecoded) = (a.clone(), a);
+        let mut replaced = 0;
+        for (i, (id, u)) in decoded.users.iter_mut().enumerate() {
+            let Some(want) = d.users.get(id) else { continue };
+            if u.link != LinkState::Linked || pick >> (i % 64) & 1 == 0 {
+                continue;
+            }
+            u.attrs = ActualAttrs::Known(want.attrs.clone());
+            undecoded.users.get_mut(id).expect("same ids").attrs = ActualAttrs::AsWanted;
+            replaced += 1;
+        }
+        prop_assume!(replaced > 0);
+        prop_assert_eq!(compute(&d, &decoded, &p), compute(&d, &undecoded, &p));
     }
 
     /// Computing twice gives the same plan; no two actions create the same id,
