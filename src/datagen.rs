@@ -640,7 +640,7 @@ pub fn to_snapshot(d: &Directory) -> Snapshot {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect();
             SourceUser {
-                id: SourceId(cols[0].clone()),
+                id: SourceId::from(cols[0].as_str()),
                 fields,
                 active: true,
                 groups: Vec::new(),
@@ -655,9 +655,9 @@ pub fn to_snapshot(d: &Directory) -> Snapshot {
         .groups
         .iter()
         .map(|g| SourceGroup {
-            id: SourceId(g.source_id()),
+            id: SourceId::from(g.source_id()),
             name: g.name.clone(),
-            members: g.members.iter().map(|m| SourceId(m.to_string())).collect(),
+            members: g.members.iter().map(|m| SourceId::from(m.to_string())).collect(),
             origin: Origin {
                 file: "groups.csv".into(),
                 location: "line 2".into(),

@@ -9,15 +9,21 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::namemap::{NameMap, Names};
 
 /// The stable identifier of a person or group in the source directory
 /// (employee number, LDAP `objectGUID`, ...). Sent to the target as `externalId`.
+///
+/// Held inline when it is at most 24 bytes (an employee number, a short
+/// name), on the heap otherwise: a large directory carries millions of them
+/// (every membership is one), and most would otherwise be an allocation of
+/// a few bytes each, compared through a pointer.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SourceId(pub String);
+pub struct SourceId(pub CompactString);
 
 /// The identifier the SCIM target assigned to a resource (`id`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -46,12 +52,12 @@ macro_rules! id_impls {
         }
         impl From<&str> for $t {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(s.into())
             }
         }
         impl From<String> for $t {
             fn from(s: String) -> Self {
-                Self(s)
+                Self(s.into())
             }
         }
     };

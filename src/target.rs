@@ -59,7 +59,7 @@ pub fn from_store_owned(users: Vec<StoredUser>, groups: Vec<GroupLink>) -> Actua
         groups: groups
             .into_iter()
             .map(|g| {
-                let external_id = Some(g.source_id.0.clone());
+                let external_id = Some(g.source_id.to_string());
                 (
                     g.source_id,
                     ActualGroup {

@@ -118,7 +118,7 @@ pub async fn import(
     let (mut by_external, mut by_name, mut new_groups) = (0u64, 0u64, 0u64);
     let mut linked: std::collections::HashMap<ScimId, String> = user_links
         .iter()
-        .map(|l| (l.scim_id.clone(), l.source_id.0.clone()))
+        .map(|l| (l.scim_id.clone(), l.source_id.to_string()))
         .collect();
     for (sid, u) in &r.actual.users {
         let how = match u.link {
@@ -132,7 +132,7 @@ pub async fn import(
             }
             _ => continue,
         };
-        linked.insert(u.scim_id.clone(), sid.0.clone());
+        linked.insert(u.scim_id.clone(), sid.to_string());
         recs.push(Record::UserState {
             app: app.into(),
             source_id: sid.clone(),
@@ -151,7 +151,7 @@ pub async fn import(
             app: app.into(),
             resource: "user".into(),
             action: "link".into(),
-            source_id: Some(sid.0.clone()),
+            source_id: Some(sid.to_string()),
             user_name: want.map(|w| w.user_name.clone()),
             email: want.map(|w| w.email.clone()),
             scim_id: Some(u.scim_id.0.clone()),
@@ -181,7 +181,7 @@ pub async fn import(
             app: app.into(),
             resource: "group".into(),
             action: "link".into(),
-            source_id: Some(gid.0.clone()),
+            source_id: Some(gid.to_string()),
             user_name: Some(g.display_name.clone()),
             scim_id: Some(g.scim_id.0.clone()),
             outcome: "applied".into(),
@@ -195,7 +195,7 @@ pub async fn import(
             app: app.into(),
             resource: c.resource.clone(),
             action: "match".into(),
-            source_id: Some(c.source_id.0.clone()),
+            source_id: Some(c.source_id.to_string()),
             user_name: Some(c.label.clone()),
             outcome: "skipped".into(),
             detail: Some(c.reason.clone()),

@@ -341,7 +341,7 @@ impl Mapping {
     /// Map and validate one source user into target attributes.
     pub fn map_user(&self, user: &SourceUser) -> Result<Attrs, String> {
         let mut attrs = Attrs::with_capacity(self.keys.len() + 1);
-        attrs.insert("externalId", Value::String(user.id.0.clone()));
+        attrs.insert("externalId", Value::String(user.id.to_string()));
         let mut has_email = false;
         for ((_, template), k) in self.attributes.iter().zip(&self.keys) {
             let Some(mut text) = template.render(user) else {
@@ -525,7 +525,7 @@ pub fn desired_state_taking(
                 .enumerate()
                 .filter(|(_, g)| {
                     mapping.scope.groups.contains(&g.name.to_lowercase())
-                        || mapping.scope.groups.contains(&g.id.0.to_lowercase())
+                        || mapping.scope.groups.contains(&g.id.as_str().to_lowercase())
                 })
                 .flat_map(|(i, _)| members_of(i).iter())
                 .collect()
@@ -682,7 +682,7 @@ pub fn desired_state_taking(
         }
         if let Some(push) = &push
             && !push.contains(&g.name.to_lowercase())
-            && !push.contains(&g.id.0.to_lowercase())
+            && !push.contains(&g.id.as_str().to_lowercase())
             && !is_default(g)
         {
             stats.groups_not_pushed += 1;
@@ -692,8 +692,10 @@ pub fn desired_state_taking(
     }
     // Each group keeps the members that are provisioned: its set is moved
     // out of the snapshot (or the flattening) and filtered in place, one hash
-    // lookup per membership, groups on all cores.
-    let provisioned: FxHashSet<&SourceId> = users.keys().collect();
+    // lookup per membership, groups on all cores. The ids are copied into the
+    // set (most are held inline): a probe then reads one table slot, not a
+    // slot and the key it points to.
+    let provisioned: FxHashSet<SourceId> = users.keys().cloned().collect();
     let mut member_sets: Vec<BTreeSet<SourceId>> = selected
         .iter()
         .map(|&i| {
@@ -730,7 +732,7 @@ pub fn desired_state_taking(
             Some(g) if held_groups.contains(&g.id) => continue,
             Some(g) => g.id.clone(),
             None => {
-                let id = SourceId(name.clone());
+                let id = SourceId::from(name.as_str());
                 origins_of_groups.insert(
                     id.clone(),
                     Origin {
@@ -992,7 +994,7 @@ mod tests {
         d.groups[&SourceId::from(group)]
             .members
             .iter()
-            .map(|m| m.0.clone())
+            .map(|m| m.to_string())
             .collect()
     }
 

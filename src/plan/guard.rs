@@ -170,7 +170,7 @@ mod tests {
         let mut a = Actual::default();
         for i in 0..n {
             a.users.insert(
-                SourceId(format!("u{i}")),
+                SourceId::from(format!("u{i}")),
                 ActualUser {
                     scim_id: ScimId(format!("s{i}")),
                     attrs: ActualAttrs::Known(Attrs::new()),
@@ -186,7 +186,7 @@ mod tests {
         Plan {
             actions: (0..n)
                 .map(|i| Action::DisableUser {
-                    user: SourceId(format!("u{i}")),
+                    user: SourceId::from(format!("u{i}")),
                     scim_id: ScimId(format!("s{i}")),
                     user_name: format!("u{i}"),
                     why: Why::NotInSource,

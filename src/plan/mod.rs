@@ -814,7 +814,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                         vec![Change {
                             path: "externalId".into(),
                             old: have.external_id.clone().map(Value::String),
-                            new: Some(Value::String(gid.0.clone())),
+                            new: Some(Value::String(gid.to_string())),
                             drift: false,
                         }]
                     } else {
@@ -888,7 +888,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                     changes.push(Change {
                         path: "externalId".into(),
                         old: have.external_id.clone().map(Value::String),
-                        new: Some(Value::String(gid.0.clone())),
+                        new: Some(Value::String(gid.to_string())),
                         drift: false,
                     });
                 }

@@ -208,7 +208,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
             } => {
                 used[0] = true;
                 groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default()
                     .head = Some(format!("  {} group {display_name}", style.sym('+')));
             }
@@ -226,7 +226,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                 let mut head = format!("  {} group {display_name}{how}\n", style.sym('~'));
                 change_lines(&mut head, style, changes);
                 groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default()
                     .head = Some(head.trim_end().to_owned());
             }
@@ -237,7 +237,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
             } => {
                 used[3] = true;
                 groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default()
                     .head = Some(format!("  {} group {display_name}", style.sym('-')));
             }
@@ -256,7 +256,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
                     format!("leave `{old_name}` in place (policy.delete_groups = false)")
                 };
                 groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default()
                     .head = Some(format!(
                     "  {} group {old_name} -> {display_name}  (rename: the target cannot rename groups; create `{display_name}`, move {} members, {old}; product access granted to the old group must be granted to the new one)",
@@ -271,7 +271,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
             } => {
                 used[3] = true;
                 groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default()
                     .head = Some(format!(
                     "  {} group {display_name}  (old group of a rename, still to delete)",
@@ -286,7 +286,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
             } => {
                 used[0] = true;
                 let g = groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default();
                 g.adds.extend(members.iter().map(member_line));
             }
@@ -298,7 +298,7 @@ pub fn render_human(plan: &Plan, header: &[String], style: Style) -> String {
             } => {
                 used[3] = true;
                 let g = groups
-                    .entry((display_name.clone(), group.0.clone()))
+                    .entry((display_name.clone(), group.to_string()))
                     .or_default();
                 g.removes.extend(members.iter().map(member_line));
             }
@@ -515,7 +515,7 @@ mod tests {
                     group_scim_id: ScimId("sg1".into()),
                     members: (0..3)
                         .map(|i| Member {
-                            user: Some(SourceId(format!("u{i}"))),
+                            user: Some(SourceId::from(format!("u{i}"))),
                             label: format!("u{i}@example.com"),
                             scim_id: Some(ScimId(format!("su{i}"))),
                             drift: false,

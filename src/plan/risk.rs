@@ -189,7 +189,7 @@ mod tests {
             group_scim_id: ScimId(format!("g-{group}")),
             members: (0..n)
                 .map(|i| Member {
-                    user: Some(SourceId(format!("u{i}"))),
+                    user: Some(SourceId::from(format!("u{i}"))),
                     label: format!("u{i}@example.com"),
                     scim_id: Some(ScimId(format!("s{i}"))),
                     drift: false,

@@ -1374,7 +1374,7 @@ fn duplicate_group_names_are_rejected_in_a_stable_order() {
             .iter()
             .enumerate()
             .map(|(i, name)| SourceGroup {
-                id: SourceId(format!("g{i}")),
+                id: SourceId::from(format!("g{i}")),
                 name: (*name).to_owned(),
                 members: BTreeSet::new(),
                 origin: Origin {
@@ -1452,7 +1452,7 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                     ActualGroup {
                         scim_id: ScimId(format!("new-g-{group}")),
                         display_name: display_name.clone(),
-                        external_id: Some(group.0.clone()),
+                        external_id: Some(group.to_string()),
                         members: BTreeSet::new(),
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
@@ -1508,7 +1508,7 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                     ActualGroup {
                         scim_id: ScimId(format!("renamed-g-{group}")),
                         display_name: display_name.clone(),
-                        external_id: Some(group.0.clone()),
+                        external_id: Some(group.to_string()),
                         members: moved,
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
@@ -1853,7 +1853,7 @@ fn arb_world() -> impl Strategy<Value = (Desired, Actual)> {
                         },
                         external_id: match ext {
                             0 => None,
-                            1 => Some(gid.0.clone()),
+                            1 => Some(gid.to_string()),
                             _ => Some("other".into()),
                         },
                         members: members
@@ -2054,7 +2054,7 @@ fn source_user(i: usize, name: &str, family: &str, active: bool, title: &str) ->
     .collect();
     fields.retain(|_, v| !v.is_empty());
     SourceUser {
-        id: SourceId(format!("u{i}")),
+        id: SourceId::from(format!("u{i}")),
         fields,
         active,
         groups: vec![],
@@ -2094,11 +2094,11 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (name, members))| SourceGroup {
-                    id: SourceId(format!("g{i}")),
+                    id: SourceId::from(format!("g{i}")),
                     name: name.to_owned(),
                     members: members
                         .into_iter()
-                        .map(|m| SourceId(format!("u{m}")))
+                        .map(|m| SourceId::from(format!("u{m}")))
                         .collect(),
                     origin: Origin {
                         file: "groups.csv".into(),

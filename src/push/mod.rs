@@ -188,11 +188,11 @@ impl Row<'_> {
             app: self.ctx.app.to_owned(),
             resource: self.resource.to_owned(),
             action: self.action.to_owned(),
-            source_id: source_id.map(|s| s.0.clone()),
+            source_id: source_id.map(|s| s.to_string()),
             user_name: user_name.map(str::to_owned),
             email: email.map(str::to_owned),
             group_name: group_name.map(str::to_owned),
-            scim_id: scim_id.map(|s| s.0.clone()),
+            scim_id: scim_id.map(|s| s.to_string()),
             outcome: outcome.to_owned(),
             http_status,
             scim_type: scim_type.map(str::to_owned),
@@ -1133,7 +1133,7 @@ async fn adopt_user(
             shared.check_fatal(&f.error);
             // Linked (so it is never duplicated) with the state it really has.
             let mut state = current;
-            state.insert("externalId", Value::String(user.0.clone()));
+            state.insert("externalId", Value::String(user.to_string()));
             done_failed(vec![
                 row.record(
                     Some(user),

@@ -202,7 +202,7 @@ impl<'a> Builder<'a> {
         self.rejects.push(Reject {
             kind,
             origin,
-            source_id: source_id.filter(|s| !s.is_empty()).map(SourceId),
+            source_id: source_id.filter(|s| !s.is_empty()).map(SourceId::from),
             label: label.filter(|s| !s.is_empty()),
             reason,
         });
@@ -279,7 +279,7 @@ impl<'a> Builder<'a> {
             !v.is_empty()
         });
         self.users.push(SourceUser {
-            id: SourceId(id),
+            id: SourceId::from(id),
             fields,
             active,
             groups,
@@ -348,7 +348,7 @@ impl<'a> Builder<'a> {
             }
             None => {
                 self.groups.push(SourceGroup {
-                    id: SourceId(id.to_owned()),
+                    id: SourceId::from(id),
                     name: name.to_owned(),
                     members: Default::default(),
                     origin: origin(),
@@ -360,7 +360,7 @@ impl<'a> Builder<'a> {
             }
         };
         if let Some(m) = member.map(str::trim).filter(|m| !m.is_empty()) {
-            self.pending[idx].push(SourceId(m.to_owned()));
+            self.pending[idx].push(SourceId::from(m));
         }
         true
     }
@@ -440,7 +440,7 @@ impl<'a> Builder<'a> {
             {
                 Some(i) => self.pending[i].push(member),
                 None => {
-                    self.group(origin, None, name, Some(member.0));
+                    self.group(origin, None, name, Some(member.to_string()));
                 }
             }
         }

@@ -1285,7 +1285,7 @@ mod props {
                     // Every row is loaded or rejected on its own line (with its
                     // id held unless the id cell itself is the broken one).
                     for i in 0..n {
-                        let id = SourceId(i.to_string());
+                        let id = SourceId::from(i.to_string());
                         let line = format!("line {}", i + 2);
                         let loaded = snap
                             .users

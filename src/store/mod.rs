@@ -78,6 +78,13 @@ pub struct UserLink {
     pub state: Attrs,
 }
 
+/// Column `i` of a row as the text SQLite holds (no copy).
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 /// A stored user link as [`Store::stored_users`] reads it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredUser {
@@ -396,27 +403,21 @@ impl Store {
         let mut unreadable = 0usize;
         let rows = stmt
             .query_map(params, |r| {
-                let source_id: String = r.get(0)?;
+                let source_id = text(r, 0)?;
                 // Compared and parsed where SQLite holds it: no copy of the
                 // text per row.
-                let text = r.get_ref(2)?.as_str().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        2,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })?;
+                let stored = text(r, 2)?;
                 // A state that cannot be read is taken as "nothing known":
                 // the plan then sends every managed attribute again, which
                 // repairs it. Counted and reported, not silently dropped.
-                let state = (!same(&source_id, text)).then(|| {
-                    serde_json::from_str(text).unwrap_or_else(|_| {
+                let state = (!same(source_id, stored)).then(|| {
+                    serde_json::from_str(stored).unwrap_or_else(|_| {
                         unreadable += 1;
                         Attrs::default()
                     })
                 });
                 Ok(StoredUser {
-                    source_id: SourceId(source_id),
+                    source_id: SourceId::from(source_id),
                     scim_id: ScimId(r.get(1)?),
                     state,
                 })
@@ -450,11 +451,7 @@ impl Store {
                     "SELECT group_id, user_id FROM memberships WHERE app = ?1 ORDER BY group_id, user_id",
                 )
                 .map_err(|e| self.err(e))?;
-            let rows = stmt
-                .query_map([app], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(|e| self.err(e))?;
+            let mut rows = stmt.query([app]).map_err(|e| self.err(e))?;
             let mut current: Option<(String, Vec<SourceId>)> = None;
             let mut close = |group: Option<(String, Vec<SourceId>)>| {
                 if let Some((g, users)) = group {
@@ -463,11 +460,15 @@ impl Store {
                     members.entry(g).or_default().append(&mut set);
                 }
             };
-            for row in rows {
-                let (g, u) = row.map_err(|e| self.err(e))?;
+            // Read where SQLite holds them: a group id is copied once per
+            // group, a member id straight into its (usually inline) id.
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let (g, u) = (text(r, 0), text(r, 1));
+                let (g, u) = (g.map_err(|e| self.err(e))?, u.map_err(|e| self.err(e))?);
+                let u = SourceId::from(u);
                 match &mut current {
-                    Some((cg, users)) if *cg == g => users.push(SourceId(u)),
-                    _ => close(current.replace((g, vec![SourceId(u)]))),
+                    Some((cg, users)) if cg == g => users.push(u),
+                    _ => close(current.replace((g.to_owned(), vec![u]))),
                 }
             }
             close(current);
@@ -492,7 +493,7 @@ impl Store {
             let (sid, scim, name) = row.map_err(|e| self.err(e))?;
             out.push(GroupLink {
                 members: members.remove(&sid).unwrap_or_default(),
-                source_id: SourceId(sid),
+                source_id: SourceId::from(sid),
                 scim_id: ScimId(scim),
                 display_name: name,
             });
@@ -511,7 +512,7 @@ impl Store {
         let rows = stmt
             .query_map([app], |r| {
                 Ok(RetiredGroup {
-                    group: SourceId(r.get(0)?),
+                    group: SourceId::from(text(r, 0)?),
                     scim_id: ScimId(r.get(1)?),
                     display_name: r.get(2)?,
                 })
@@ -536,7 +537,7 @@ impl Store {
         let rows = stmt
             .query_map(params![app, kind], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?;
-        rows.map(|r| r.map(SourceId))
+        rows.map(|r| r.map(SourceId::from))
             .collect::<Result<_, _>>()
             .map_err(|e| self.err(e))
     }

@@ -352,7 +352,7 @@ fn convert(s: &LdapSettings, fetched: Fetched, b: &mut Builder<'_>) {
             b.reject(RecordKind::User, o, Some(id), label, m);
             continue;
         }
-        let sid = SourceId(id.clone());
+        let sid = SourceId::from(id.as_str());
         dn_to_user.insert(values::normalize_dn(&e.dn), sid.clone());
         if let Some(attr) = &s.member_of_attribute {
             let groups: Vec<String> = a
@@ -462,7 +462,7 @@ fn convert(s: &LdapSettings, fetched: Fetched, b: &mut Builder<'_>) {
                 g.origin.clone(),
                 Some(g.id.clone()),
                 g.name.clone(),
-                Some(m.0),
+                Some(m.to_string()),
             );
         }
     }
