@@ -657,7 +657,11 @@ pub fn to_snapshot(d: &Directory) -> Snapshot {
         .map(|g| SourceGroup {
             id: SourceId::from(g.source_id()),
             name: g.name.clone(),
-            members: g.members.iter().map(|m| SourceId::from(m.to_string())).collect(),
+            members: g
+                .members
+                .iter()
+                .map(|m| SourceId::from(m.to_string()))
+                .collect(),
             origin: Origin {
                 file: "groups.csv".into(),
                 location: "line 2".into(),

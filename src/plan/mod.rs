@@ -631,13 +631,25 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     let conflicted: BTreeSet<&SourceId> = actual.conflicts.iter().map(|c| &c.source_id).collect();
 
     // --- users ---------------------------------------------------------------
-    let mut will_exist: BTreeSet<&SourceId> = BTreeSet::new();
+    // Wanted in id order (so the set is built in bulk after the walk).
+    let mut will_exist: Vec<&SourceId> = Vec::with_capacity(desired.users.len());
     let mut being_deleted: BTreeSet<&SourceId> = BTreeSet::new();
+    // Each wanted person with their account, if any: both maps are sorted by
+    // id, walked together instead of a tree search per person.
+    let mut accounts = actual.users.iter().peekable();
+    let wanted: Vec<(&SourceId, &DesiredUser, Option<&ActualUser>)> = desired
+        .users
+        .iter()
+        .map(|(id, want)| {
+            while accounts.next_if(|(have, _)| *have < id).is_some() {}
+            let have = accounts.next_if(|(have, _)| *have == id).map(|(_, a)| a);
+            (id, want, have)
+        })
+        .collect();
     // Comparing every person's attributes is the bulk of a routine plan and
     // each comparison stands alone: done on all cores, consumed in order.
-    let wanted: Vec<(&SourceId, &DesiredUser)> = desired.users.iter().collect();
-    let compared = crate::par::par_map(&wanted, |(id, want)| {
-        let have = actual.users.get(*id)?;
+    let compared = crate::par::par_map(&wanted, |(_, want, have)| {
+        let have = (*have)?;
         let adopt = have.link != LinkState::Linked;
         Some((
             have,
@@ -648,11 +660,11 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             },
         ))
     });
-    for ((id, want), found) in wanted.into_iter().zip(compared) {
+    for ((id, want, _), found) in wanted.into_iter().zip(compared) {
         let want_active = want.attrs.get("active") != Some(&Value::Bool(false));
         match found {
             Some((have, mut changes)) => {
-                will_exist.insert(id);
+                will_exist.push(id);
                 let adopt = (have.link != LinkState::Linked).then_some(have.link);
                 if !policy.update_users {
                     // Adoption still links; attribute updates are switched off.
@@ -708,7 +720,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             }
             None => {
                 if want_active && policy.create_users && !conflicted.contains(id) {
-                    will_exist.insert(id);
+                    will_exist.push(id);
                     summary.users_create += 1;
                     actions.push(Action::CreateUser {
                         user: id.clone(),
@@ -720,6 +732,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             }
         }
     }
+    let will_exist: BTreeSet<&SourceId> = will_exist.into_iter().collect();
     // Both maps are sorted by id: walk them together instead of a tree
     // search per account.
     let mut wanted_ids = desired.users.keys().peekable();
@@ -796,7 +809,19 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
     // Borrowed, not cloned: the member sets are the bulk of the state.
     let no_members = BTreeSet::new();
     let no_foreign = BTreeMap::new();
-    for (gid, want) in &desired.groups {
+    // On a routine run most groups have exactly the members wanted: found
+    // for all groups at once, on all cores, before the walk below (which
+    // then has no member to add or remove in them).
+    let wanted_groups: Vec<(&SourceId, &DesiredGroup)> = desired.groups.iter().collect();
+    let same_members = crate::par::par_map(&wanted_groups, |(gid, want)| {
+        actual
+            .groups
+            .get(*gid)
+            .is_some_and(|have| have.foreign_members.is_empty() && have.members == want.members)
+    });
+    for ((gid, want), same_members) in wanted_groups.into_iter().zip(same_members) {
+        // Whether `current` below is this group's own stored or read set.
+        let mut current_is_own = false;
         let rekeyed = if actual.groups.contains_key(gid) {
             None
         } else {
@@ -902,6 +927,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
                         adopt,
                     });
                 }
+                current_is_own = true;
                 (
                     Some(have.scim_id.clone()),
                     Cow::Borrowed(&have.members),
@@ -921,7 +947,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             }
         };
         let drifted = actual.groups.get(gid).map(|g| &g.drift);
-        if !policy.sync_memberships {
+        if !policy.sync_memberships || (current_is_own && same_members) {
             continue;
         }
         // Set differences walk both sorted sets once (no lookup per member).
