@@ -195,14 +195,7 @@ fn synced_links(dir: &Path) -> (Vec<UserLink>, Vec<GroupLink>) {
 /// Stored links as a full decode gives them (the in-process stages start
 /// from decoded states; the `process` section measures the text comparison).
 fn decoded(links: Vec<store::UserLink>) -> Vec<store::StoredUser> {
-    links
-        .into_iter()
-        .map(|l| store::StoredUser {
-            source_id: l.source_id,
-            scim_id: l.scim_id,
-            state: Some(l.state),
-        })
-        .collect()
+    links.into_iter().map(store::StoredUser::from).collect()
 }
 
 /// One size, in this (child) process; prints one JSON line.

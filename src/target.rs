@@ -25,14 +25,7 @@ use crate::store::{GroupLink, StoredUser, UserLink};
 
 /// Build the actual state from the store alone.
 pub fn from_store(users: &[UserLink], groups: &[GroupLink]) -> Actual {
-    let users = users
-        .iter()
-        .map(|l| StoredUser {
-            source_id: l.source_id.clone(),
-            scim_id: l.scim_id.clone(),
-            state: Some(l.state.clone()),
-        })
-        .collect();
+    let users = users.iter().cloned().map(StoredUser::from).collect();
     from_store_owned(users, groups.to_vec())
 }
 

@@ -139,28 +139,14 @@ impl StoredPeople {
         match self {
             Self::Decoded(v) => v,
             // Not read this way for a full read; total all the same.
-            Self::Compared(v) => v
-                .into_iter()
-                .map(|u| UserLink {
-                    source_id: u.source_id,
-                    scim_id: u.scim_id,
-                    state: u.state.unwrap_or_default(),
-                })
-                .collect(),
+            Self::Compared(v) => v.into_iter().map(UserLink::from).collect(),
         }
     }
 
     fn into_compared(self) -> Vec<StoredUser> {
         match self {
             Self::Compared(v) => v,
-            Self::Decoded(v) => v
-                .into_iter()
-                .map(|u| StoredUser {
-                    source_id: u.source_id,
-                    scim_id: u.scim_id,
-                    state: Some(u.state),
-                })
-                .collect(),
+            Self::Decoded(v) => v.into_iter().map(StoredUser::from).collect(),
         }
     }
 }

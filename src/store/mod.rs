@@ -97,6 +97,28 @@ pub struct StoredUser {
     pub state: Option<Attrs>,
 }
 
+impl From<UserLink> for StoredUser {
+    fn from(l: UserLink) -> Self {
+        StoredUser {
+            source_id: l.source_id,
+            scim_id: l.scim_id,
+            state: Some(l.state),
+        }
+    }
+}
+
+/// An undecoded state becomes an empty one: the caller asked for every
+/// state decoded and compares it with nothing.
+impl From<StoredUser> for UserLink {
+    fn from(u: StoredUser) -> Self {
+        UserLink {
+            source_id: u.source_id,
+            scim_id: u.scim_id,
+            state: u.state.unwrap_or_default(),
+        }
+    }
+}
+
 /// A stored group link with the members last pushed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupLink {
@@ -336,15 +358,9 @@ impl Store {
 
     /// All user links of a target.
     pub fn user_links(&self, app: &str) -> Result<Vec<UserLink>, StoreError> {
-        Ok(self
-            .stored_users(app, |_, _| false)?
-            .into_iter()
-            .map(|u| UserLink {
-                source_id: u.source_id,
-                scim_id: u.scim_id,
-                state: u.state.unwrap_or_default(),
-            })
-            .collect())
+        // Nothing is "the same": every state is decoded.
+        let users = self.stored_users(app, |_, _| false)?;
+        Ok(users.into_iter().map(UserLink::from).collect())
     }
 
     /// All user links of a target, in source id order, each stored state
