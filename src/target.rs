@@ -87,17 +87,16 @@ pub struct SameAsWanted<'d> {
 }
 
 impl<'d> SameAsWanted<'d> {
-    /// Over the wanted users of `desired`.
-    pub fn new(desired: &'d Desired) -> Self {
-        Self::from(desired, "")
+    /// Over the wanted people (a [`Desired`]'s `users`).
+    pub fn new(wanted: &'d BTreeMap<SourceId, DesiredUser>) -> Self {
+        Self::starting_at(wanted, "")
     }
 
-    /// Over the wanted users of `desired`, for stored rows from `first` on.
-    pub fn from(desired: &'d Desired, first: &str) -> Self {
+    /// Over the wanted people, for stored rows from the id `first` on.
+    pub fn starting_at(wanted: &'d BTreeMap<SourceId, DesiredUser>, first: &str) -> Self {
         Self {
-            desired: &desired.users,
-            next: desired
-                .users
+            desired: wanted,
+            next: wanted
                 .range::<str, _>((std::ops::Bound::Included(first), std::ops::Bound::Unbounded))
                 .peekable(),
             text: Vec::with_capacity(1024),
@@ -477,7 +476,7 @@ mod tests {
     #[test]
     fn same_as_wanted_is_the_exact_text_of_the_wanted_state() {
         let d = desired(&["1", "2", "3"]);
-        let mut same = SameAsWanted::new(&d);
+        let mut same = SameAsWanted::new(&d.users);
         assert!(same.check("1", &stored(&d, "1")));
         // Another user's text, a value changed, the same object written
         // another way (spaces): not the same, so decoded and compared.
@@ -493,12 +492,12 @@ mod tests {
     #[test]
     fn same_as_wanted_finds_rows_out_of_order_and_from_a_starting_id() {
         let d = desired(&["a", "b", "c"]);
-        let mut same = SameAsWanted::new(&d);
+        let mut same = SameAsWanted::new(&d.users);
         assert!(same.check("c", &stored(&d, "c")));
         // Behind the walk: found by a search.
         assert!(same.check("a", &stored(&d, "a")));
         assert!(same.check("b", &stored(&d, "b")));
-        let mut upper = SameAsWanted::from(&d, "b");
+        let mut upper = SameAsWanted::starting_at(&d.users, "b");
         assert!(upper.check("b", &stored(&d, "b")));
         assert!(upper.check("c", &stored(&d, "c")));
         assert!(upper.check("a", &stored(&d, "a")));

@@ -4,6 +4,7 @@
 //! scope → know the target (stored state, or a full read) → compute the plan →
 //! (sync only) apply it → record the run.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -14,7 +15,7 @@ use super::{CliError, Format, Printer};
 use crate::config::Settings;
 use crate::exit::ExitStatus;
 use crate::mapping;
-use crate::model::RecordKind;
+use crate::model::{RecordKind, SourceId};
 use crate::plan::render::{Style, render_human, render_json, summary_line};
 use crate::plan::saved::{self as saved_plan, Basis, Fingerprints, SavedPlan};
 use crate::plan::{self, Actual, Plan, guard, risk};
@@ -157,29 +158,29 @@ impl StoredPeople {
 fn stored_compared(
     store: &Store,
     app: &str,
-    desired: &plan::Desired,
+    wanted: &BTreeMap<SourceId, plan::DesiredUser>,
 ) -> Result<Vec<StoredUser>, store::StoreError> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
-    let n = desired.users.len();
+    let n = wanted.len();
     let pivot = (n >= 20_000)
-        .then(|| desired.users.keys().nth(n / 2))
+        .then(|| wanted.keys().nth(n / 2))
         .flatten();
     let second = match pivot {
         Some(_) => store.another_connection().ok().flatten(),
         None => None,
     };
     let (Some(pivot), Some(second)) = (pivot, second) else {
-        let mut same = target::SameAsWanted::new(desired);
+        let mut same = target::SameAsWanted::new(wanted);
         return store.stored_users(app, |id, text| same.check(id, text));
     };
     std::thread::scope(|scope| {
         let upper = scope.spawn(move || {
-            let mut same = target::SameAsWanted::from(desired, pivot.as_str());
+            let mut same = target::SameAsWanted::starting_at(wanted, pivot.as_str());
             second.stored_users_in(app, (Included(pivot.as_str()), Unbounded), |id, text| {
                 same.check(id, text)
             })
         });
-        let mut same = target::SameAsWanted::new(desired);
+        let mut same = target::SameAsWanted::new(wanted);
         let lower =
             store.stored_users_in(app, (Unbounded, Excluded(pivot.as_str())), |id, text| {
                 same.check(id, text)
@@ -306,7 +307,7 @@ pub async fn prepare_with(
             Some(users) => users.map(StoredPeople::Decoded),
             None => match &loaded {
                 Ok((_, desired)) => {
-                    stored_compared(&store, app, desired).map(StoredPeople::Compared)
+                    stored_compared(&store, app, &desired.users).map(StoredPeople::Compared)
                 }
                 // The run stops on the source error: nothing to compare with.
                 Err(_) => Ok(StoredPeople::Compared(Vec::new())),
