@@ -637,7 +637,7 @@ pub fn to_snapshot(d: &Directory) -> Snapshot {
             let fields: Fields = USER_FIELDS
                 .iter()
                 .zip(cols.iter().skip(1))
-                .map(|(k, v)| (*k, v.clone()))
+                .map(|(k, v)| (*k, v.as_str().into()))
                 .collect();
             SourceUser {
                 id: SourceId::from(cols[0].as_str()),

@@ -113,7 +113,7 @@ impl SourceUser {
                     "false"
                 }
             }
-            _ => self.fields.get(name).map(String::as_str).unwrap_or(""),
+            _ => self.fields.get(name).map(CompactString::as_str).unwrap_or(""),
         }
     }
 }
@@ -121,7 +121,7 @@ impl SourceUser {
 /// A source record's values by canonical field name, sorted by name, each
 /// name at most once. The names the loaders know (`id`, `active`, `groups`
 /// and [`STANDARD_FIELDS`]) are shared static strings, not a copy per record.
-pub type Fields = NameMap<String, FieldNames>;
+pub type Fields = NameMap<CompactString, FieldNames>;
 
 /// The [`Names`] of [`Fields`]: the known field names, shared.
 pub struct FieldNames;
@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn fields_read_like_a_sorted_map_and_share_known_names() {
-        let mut f: Fields = [("title", "CTO".to_string()), ("email", "a@x.org".into())]
+        let mut f: Fields = [("title", "CTO".into()), ("email", "a@x.org".into())]
             .into_iter()
             .collect();
         assert_eq!(f.insert("cost_center".to_string(), "42".into()), None);
@@ -272,15 +272,15 @@ mod tests {
             v.push('!');
             k != "email"
         });
-        assert_eq!(f.get("title").map(String::as_str), Some("CEO!"));
+        assert_eq!(f.get("title").map(CompactString::as_str), Some("CEO!"));
         assert_eq!(f.remove("email"), None);
         let json = serde_json::to_string(&f).unwrap();
         assert_eq!(json, r#"{"cost_center":"42!","title":"CEO!"}"#);
         assert_eq!(serde_json::from_str::<Fields>(&json).unwrap(), f);
-        let dup: Fields = [("a", "1".to_string()), ("b", "2".into()), ("a", "3".into())]
+        let dup: Fields = [("a", "1".into()), ("b", "2".into()), ("a", "3".into())]
             .into_iter()
             .collect();
-        assert_eq!(dup.get("a").map(String::as_str), Some("3"));
+        assert_eq!(dup.get("a").map(CompactString::as_str), Some("3"));
         assert_eq!(dup.len(), 2);
     }
 

@@ -866,7 +866,7 @@ mod tests {
     fn user(id: &str, fields: &[(&str, &str)]) -> SourceUser {
         SourceUser {
             id: SourceId::from(id),
-            fields: fields.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+            fields: fields.iter().map(|(k, v)| (*k, (*v).into())).collect(),
             active: true,
             groups: vec![],
             origin: Origin {

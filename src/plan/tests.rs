@@ -2050,7 +2050,7 @@ fn source_user(i: usize, name: &str, family: &str, active: bool, title: &str) ->
     ]
     .into_iter()
     .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| (k, v.to_owned()))
+    .map(|(k, v)| (k, v.into()))
     .collect();
     fields.retain(|_, v| !v.is_empty());
     SourceUser {

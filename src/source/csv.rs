@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::path::Path;
 
+use compact_str::CompactString;
+
 use super::{Builder, Columns, SourceError, read_file};
 use crate::config::SourceSettings;
 use crate::model::{self, Origin, RecordKind};
@@ -157,7 +159,7 @@ impl Fields<'_> {
         let pairs = self.names.iter().zip(self.record.iter());
         model::Fields::from_pairs(
             pairs
-                .filter_map(|(n, v)| Some((n.clone(), std::str::from_utf8(v).ok()?.to_owned())))
+                .filter_map(|(n, v)| Some((n.clone(), std::str::from_utf8(v).ok()?.into())))
                 .collect(),
         )
     }
@@ -300,7 +302,7 @@ fn line_origin(file: &str, line: u64) -> Origin {
     }
 }
 
-fn non_empty(v: Option<&String>) -> Option<String> {
+fn non_empty(v: Option<&CompactString>) -> Option<String> {
     v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
 }
 

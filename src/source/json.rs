@@ -113,11 +113,11 @@ pub(super) fn load(
                                 _ => problem = Some(format!("`{k}` must be an array of strings")),
                             }
                         }
-                        fields.insert(name, names.join(settings.list_separator.as_str()));
+                        fields.insert(name, names.join(settings.list_separator.as_str()).into());
                     }
                     other => match scalar(other) {
                         Ok(s) => {
-                            fields.insert(name, s);
+                            fields.insert(name, s.into());
                         }
                         Err(what) => problem = Some(format!("`{k}` is {what}, expected a list")),
                     },
@@ -126,15 +126,18 @@ pub(super) fn load(
             }
             match scalar(v) {
                 Ok(s) => {
-                    fields.insert(name, s);
+                    fields.insert(name, s.into());
                 }
                 Err(what) => problem = Some(format!("field `{k}` is {what}, expected a string")),
             }
         }
         match problem {
             Some(reason) => {
-                let id = fields.get("id").cloned();
-                let label = fields.get("user_name").or(fields.get("email")).cloned();
+                let id = fields.get("id").map(ToString::to_string);
+                let label = fields
+                    .get("user_name")
+                    .or(fields.get("email"))
+                    .map(ToString::to_string);
                 builder.reject(RecordKind::User, at, id, label, reason);
             }
             None => builder.user(at, fields),

@@ -13,6 +13,7 @@ pub mod ldap;
 
 use std::collections::{BTreeSet, HashMap};
 
+use compact_str::CompactString;
 use rustc_hash::FxHashMap;
 use std::path::{Path, PathBuf};
 
@@ -144,10 +145,10 @@ impl Columns {
 }
 
 /// Strip surrounding whitespace without a new allocation when there is none.
-fn trim_in_place(s: &mut String) {
+fn trim_in_place(s: &mut CompactString) {
     let t = s.trim();
     if t.len() != s.len() {
-        *s = t.to_owned();
+        *s = CompactString::from(t);
     }
 }
 
@@ -216,13 +217,18 @@ impl<'a> Builder<'a> {
         let label_of = |fields: &Fields| {
             ["user_name", "email", "display_name"]
                 .iter()
-                .find_map(|f| fields.get(f).filter(|v| !v.trim().is_empty()).cloned())
+                .find_map(|f| {
+                    fields
+                        .get(f)
+                        .filter(|v| !v.trim().is_empty())
+                        .map(ToString::to_string)
+                })
         };
         let reject = |b: &mut Self, fields: &Fields, reason: String| {
             b.reject(
                 RecordKind::User,
                 origin.clone(),
-                Some(id.clone()),
+                Some(id.to_string()),
                 label_of(fields),
                 reason,
             )
@@ -279,7 +285,7 @@ impl<'a> Builder<'a> {
             !v.is_empty()
         });
         self.users.push(SourceUser {
-            id: SourceId::from(id),
+            id: SourceId(id),
             fields,
             active,
             groups,
@@ -401,7 +407,11 @@ impl<'a> Builder<'a> {
                         kind: RecordKind::User,
                         origin: u.origin.clone(),
                         source_id: Some(u.id.clone()),
-                        label: u.fields.get("user_name").or(u.fields.get("email")).cloned(),
+                        label: u
+                            .fields
+                            .get("user_name")
+                            .or(u.fields.get("email"))
+                            .map(ToString::to_string),
                         reason: format!("duplicate id `{}` (also at {})", u.id, others.join(", ")),
                     },
                 ));

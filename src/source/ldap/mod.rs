@@ -339,7 +339,7 @@ fn convert(s: &LdapSettings, fetched: Fetched, b: &mut Builder<'_>) {
                     } else {
                         v
                     };
-                    fields.insert(field.clone(), v);
+                    fields.insert(field.clone(), v.into());
                 }
                 Ok(None) => {}
                 Err(m) => {
@@ -364,7 +364,7 @@ fn convert(s: &LdapSettings, fetched: Fetched, b: &mut Builder<'_>) {
                 user_member_of.push((sid, groups));
             }
         }
-        fields.insert("id", id);
+        fields.insert("id", id.into());
         b.user(o, fields);
     }
 
