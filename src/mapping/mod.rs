@@ -455,6 +455,15 @@ pub struct ScopeStats {
 }
 
 /// Build the desired target state from a snapshot: map, validate, scope.
+/// One person mapped, with what the rest of [`desired_state_taking`] needs.
+struct Mapped {
+    user: DesiredUser,
+    /// Whether the work email's domain is in scope.
+    in_domain: bool,
+    /// The userName as the target compares it.
+    folded: String,
+}
+
 pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSettings) -> Desired {
     desired_state_taking(&mut snapshot.clone(), mapping, groups)
 }
@@ -536,6 +545,9 @@ pub fn desired_state_taking(
     // What the rest needs of the fields (the work email, a label for a
     // reject) is taken here, then the fields are freed.
     let flatten_ms = ms();
+    // Per person, also on the mapping threads: the work email, whether its
+    // domain is in scope, the userName and its folded form (for the
+    // uniqueness check below).
     let mut mapped = crate::par::par_map_mut(&mut snapshot.users, |u| {
         if held_users.contains(&u.id) || !in_group_scope(u) {
             return None;
@@ -543,7 +555,20 @@ pub fn desired_state_taking(
         let result = match mapping.map_user(u) {
             Ok(attrs) => {
                 let email = Mapping::work_email(&attrs, u);
-                Ok((attrs, email))
+                let user_name = attrs
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok(Mapped {
+                    in_domain: mapping.domain_in_scope(&email),
+                    folded: mapping.fold_name(&user_name),
+                    user: DesiredUser {
+                        user_name,
+                        email,
+                        attrs,
+                    },
+                })
             }
             Err(reason) => Err((reason, label_of(u))),
         };
@@ -555,6 +580,7 @@ pub fn desired_state_taking(
     // by id is built in bulk once the clashes are out (one sort, no insert
     // per person).
     let mut kept: Vec<(SourceId, DesiredUser)> = Vec::with_capacity(snapshot.users.len());
+    let mut folded_names: Vec<String> = Vec::with_capacity(snapshot.users.len());
     let mut origin_of: Vec<&Origin> = Vec::with_capacity(snapshot.users.len());
     let mut out_of_scope = BTreeSet::new();
     for (i, u) in snapshot.users.iter().enumerate() {
@@ -570,26 +596,15 @@ pub fn desired_state_taking(
             continue;
         };
         match result {
-            Ok((attrs, email)) => {
-                if !mapping.domain_in_scope(&email) {
+            Ok(m) => {
+                if !m.in_domain {
                     stats.out_of_domain_scope += 1;
                     out_of_scope.insert(u.id.clone());
                     continue;
                 }
-                let user_name = attrs
-                    .get("userName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
                 origin_of.push(&u.origin);
-                kept.push((
-                    u.id.clone(),
-                    DesiredUser {
-                        user_name,
-                        email,
-                        attrs,
-                    },
-                ));
+                folded_names.push(m.folded);
+                kept.push((u.id.clone(), m.user));
             }
             Err((reason, label)) => {
                 held_users.insert(u.id.clone());
@@ -612,8 +627,8 @@ pub fn desired_state_taking(
     let mut first: FxHashMap<String, usize> = FxHashMap::default();
     first.reserve(kept.len());
     let mut clashes: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (k, (_, u)) in kept.iter().enumerate() {
-        match first.entry(mapping.fold_name(&u.user_name)) {
+    for (k, folded) in folded_names.into_iter().enumerate() {
+        match first.entry(folded) {
             std::collections::hash_map::Entry::Occupied(e) => clashes
                 .entry(e.key().clone())
                 .or_insert_with(|| vec![*e.get()])
