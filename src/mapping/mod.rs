@@ -9,7 +9,7 @@
 //! rejected with a reason and its target account is left untouched.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use regex::Regex;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -682,8 +682,6 @@ pub fn desired_state_taking(
         .push
         .as_ref()
         .map(|names| names.iter().map(|n| n.to_lowercase()).collect());
-    let mut desired_groups: BTreeMap<SourceId, DesiredGroup> = BTreeMap::new();
-    let mut origins_of_groups: HashMap<SourceId, Origin> = HashMap::new();
     let is_default = |g: &crate::model::SourceGroup| {
         groups
             .default_groups
@@ -726,17 +724,38 @@ pub fn desired_state_taking(
             set.retain(|m| provisioned.contains(m));
         }
     });
-    for (i, members) in selected.into_iter().zip(member_sets) {
-        let g = &snapshot.groups[i];
-        origins_of_groups.insert(g.id.clone(), g.origin.clone());
-        desired_groups.insert(
-            g.id.clone(),
-            DesiredGroup {
+    // Built in bulk (source group ids are unique).
+    let mut desired_groups: BTreeMap<SourceId, DesiredGroup> = selected
+        .into_iter()
+        .zip(member_sets)
+        .map(|(i, members)| {
+            let g = &snapshot.groups[i];
+            let group = DesiredGroup {
                 display_name: g.name.clone(),
                 members,
+            };
+            (g.id.clone(), group)
+        })
+        .collect();
+    let snapshot = &*snapshot;
+    // Where a refused group came from: its source record, or the config for
+    // a default group the source does not have. Asked only for refusals, so
+    // the index is built on the first one.
+    let group_index: std::cell::OnceCell<FxHashMap<&str, usize>> = std::cell::OnceCell::new();
+    let origin_of_group = |id: &SourceId| -> Origin {
+        let index = group_index.get_or_init(|| {
+            (snapshot.groups.iter().enumerate())
+                .map(|(i, g)| (g.id.as_str(), i))
+                .collect()
+        });
+        match index.get(id.as_str()) {
+            Some(&i) => snapshot.groups[i].origin.clone(),
+            None => Origin {
+                file: "config".into(),
+                location: "groups.default".into(),
             },
-        );
-    }
+        }
+    };
     // Default groups: every provisioned user joins them; one the source does
     // not have is created under its name.
     for name in &groups.default_groups {
@@ -746,17 +765,7 @@ pub fn desired_state_taking(
         let id = match existing {
             Some(g) if held_groups.contains(&g.id) => continue,
             Some(g) => g.id.clone(),
-            None => {
-                let id = SourceId::from(name.as_str());
-                origins_of_groups.insert(
-                    id.clone(),
-                    Origin {
-                        file: "config".into(),
-                        location: "groups.default".into(),
-                    },
-                );
-                id
-            }
+            None => SourceId::from(name.as_str()),
         };
         desired_groups
             .entry(id)
@@ -792,42 +801,41 @@ pub fn desired_state_taking(
             held_groups.insert(id.clone());
             rejects.push(Reject {
                 kind: RecordKind::Group,
-                origin: origins_of_groups.get(&id).cloned().unwrap_or(Origin {
-                    file: String::new(),
-                    location: String::new(),
-                }),
+                origin: origin_of_group(&id),
                 source_id: Some(id),
                 label: Some(g.display_name),
                 reason,
             });
         }
     }
-    let mut by_group_name: HashMap<String, Vec<SourceId>> = HashMap::new();
-    for (id, g) in &desired_groups {
-        let folded = if mapping.group_name_ci {
-            g.display_name.to_lowercase()
-        } else {
-            g.display_name.clone()
-        };
-        by_group_name.entry(folded).or_default().push(id.clone());
-    }
-    // Sorted by id: the HashMap's iteration order must not leak into the plan.
-    let mut dup_groups: Vec<(&SourceId, usize)> = by_group_name
-        .values()
-        .filter(|ids| ids.len() > 1)
-        .flat_map(|ids| ids.iter().map(move |id| (id, ids.len())))
+    // Groups sharing a name: sorted by name, each run of equal names is one
+    // clash (no map of names to lists).
+    let mut names: Vec<(Cow<'_, str>, &SourceId)> = desired_groups
+        .iter()
+        .map(|(id, g)| {
+            let folded = if mapping.group_name_ci {
+                Cow::Owned(g.display_name.to_lowercase())
+            } else {
+                Cow::Borrowed(g.display_name.as_str())
+            };
+            (folded, id)
+        })
         .collect();
+    names.sort_unstable();
+    let mut dup_groups: Vec<(SourceId, usize)> = names
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+        .flat_map(|run| run.iter().map(|(_, id)| ((*id).clone(), run.len())))
+        .collect();
+    drop(names);
+    // Sorted by id, as the plan lists them.
     dup_groups.sort();
     for (id, count) in dup_groups {
-        if let Some(g) = desired_groups.remove(id) {
+        if let Some(g) = desired_groups.remove(&id) {
             held_groups.insert(id.clone());
-            let origin = origins_of_groups.get(id).cloned().unwrap_or(Origin {
-                file: String::new(),
-                location: String::new(),
-            });
             rejects.push(Reject {
                 kind: RecordKind::Group,
-                origin,
+                origin: origin_of_group(&id),
                 source_id: Some(id.clone()),
                 label: Some(g.display_name.clone()),
                 reason: format!(
@@ -1122,6 +1130,27 @@ mod tests {
                 .any(|(id, r)| *id == "nest" && r.contains("4 members"))
         );
         assert!(d.held_groups.contains(&SourceId::from("c")));
+        // Each refusal points at the group's own record.
+        for r in &d.rejects {
+            let id = r.source_id.as_ref().unwrap();
+            assert_eq!(r.origin.to_string(), format!("g.csv:group {id}"));
+        }
+        // A default group the source does not have comes from the config.
+        let d = desired_state(
+            &snapshot,
+            &m,
+            &GroupSettings {
+                default_groups: vec!["Everyone".into()],
+                max_members: Some(3),
+                ..GroupSettings::default()
+            },
+        );
+        let everyone = d
+            .rejects
+            .iter()
+            .find(|r| r.source_id == Some(SourceId::from("Everyone")))
+            .expect("Everyone (4 members) is over the limit");
+        assert_eq!(everyone.origin.to_string(), "config:groups.default");
     }
 
     #[test]
