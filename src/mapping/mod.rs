@@ -503,8 +503,14 @@ pub fn desired_state_taking(
     // by the pushed groups alike.
     // Fx hashing: the ids are the admin's own directory (no untrusted keys),
     // and these sets are probed once or twice per membership.
-    let user_ids: FxHashSet<&SourceId> = snapshot.users.iter().map(|u| &u.id).collect();
-    let mut flat = nested::flatten(&snapshot.groups, |m| user_ids.contains(m));
+    // The set of people's ids is only needed for a member id that is also
+    // a group's: built on the first such id.
+    let user_ids: std::sync::OnceLock<FxHashSet<&SourceId>> = std::sync::OnceLock::new();
+    let mut flat = nested::flatten(&snapshot.groups, |m| {
+        user_ids
+            .get_or_init(|| snapshot.users.iter().map(|u| &u.id).collect())
+            .contains(m)
+    });
     let members_of = |i: usize| -> &BTreeSet<SourceId> {
         flat.members[i]
             .as_ref()

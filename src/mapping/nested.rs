@@ -29,25 +29,23 @@ pub struct Flattened {
 }
 
 /// Flatten `groups`; `is_user` tells whether a member id is a user's.
-pub fn flatten(groups: &[SourceGroup], is_user: impl Fn(&SourceId) -> bool) -> Flattened {
+pub fn flatten(groups: &[SourceGroup], is_user: impl Fn(&SourceId) -> bool + Sync) -> Flattened {
     let index: FxHashMap<&SourceId, usize> =
         groups.iter().enumerate().map(|(i, g)| (&g.id, i)).collect();
     // Child-group edges. The group index is asked first: it is the smaller
     // table, and most members are no group's id, so `is_user` (a probe into
-    // every person) runs only for the rare id that could be either.
-    let children: Vec<Vec<usize>> = groups
-        .iter()
-        .map(|g| {
-            let mut c: Vec<usize> = g
-                .members
-                .iter()
-                .filter_map(|m| index.get(m).copied().filter(|_| !is_user(m)))
-                .collect();
-            c.sort_unstable();
-            c.dedup();
-            c
-        })
-        .collect();
+    // every person) runs only for the rare id that could be either. Groups
+    // on all cores (one probe per membership, millions on a large directory).
+    let children: Vec<Vec<usize>> = crate::par::par_map(groups, |g| {
+        let mut c: Vec<usize> = g
+            .members
+            .iter()
+            .filter_map(|m| index.get(m).copied().filter(|_| !is_user(m)))
+            .collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    });
     let nesting = children.iter().filter(|c| !c.is_empty()).count();
     let mut out = Flattened {
         members: vec![None; groups.len()],
