@@ -832,7 +832,7 @@ mod tests {
         for (a, b) in loaded.users.iter().zip(&built.users) {
             assert_eq!((&a.id, &a.fields, a.active), (&b.id, &b.fields, b.active));
         }
-        let by_id = |s: &Snapshot| -> BTreeMap<SourceId, (String, BTreeSet<SourceId>)> {
+        let by_id = |s: &Snapshot| -> BTreeMap<SourceId, (String, crate::model::Members)> {
             s.groups
                 .iter()
                 .map(|g| (g.id.clone(), (g.name.clone(), g.members.clone())))

@@ -6,7 +6,6 @@
 //! target state (`plan::Desired`).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::fmt;
 
 use compact_str::CompactString;
@@ -65,6 +64,134 @@ macro_rules! id_impls {
 id_impls!(SourceId);
 id_impls!(ScimId);
 
+/// A group's members by user source id: sorted, each id once.
+///
+/// One vector rather than a tree: a large directory has millions of
+/// memberships, read in order from a file or the store, so the set is
+/// sorted in place once (or found sorted) instead of copied into tree
+/// nodes, and two sets compare and differ by walking both once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Members(Vec<SourceId>);
+
+impl Members {
+    /// No members.
+    pub fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// From ids in any order, repeats allowed.
+    pub fn from_vec(mut ids: Vec<SourceId>) -> Self {
+        // Cheap when they are already sorted, as the store gives them.
+        if !ids.is_sorted() {
+            ids.sort_unstable();
+        }
+        ids.dedup();
+        Self(ids)
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is no member.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The members, sorted.
+    pub fn iter(&self) -> std::slice::Iter<'_, SourceId> {
+        self.0.iter()
+    }
+
+    /// Whether `id` is a member.
+    pub fn contains<Q: Ord + ?Sized>(&self, id: &Q) -> bool
+    where
+        SourceId: std::borrow::Borrow<Q>,
+    {
+        use std::borrow::Borrow;
+        self.0.binary_search_by(|m| m.borrow().cmp(id)).is_ok()
+    }
+
+    /// Add `id`; false when it was a member already.
+    pub fn insert(&mut self, id: SourceId) -> bool {
+        match self.0.binary_search(&id) {
+            Ok(_) => false,
+            Err(at) => {
+                self.0.insert(at, id);
+                true
+            }
+        }
+    }
+
+    /// Remove `id`; false when it was not a member.
+    pub fn remove<Q: Ord + ?Sized>(&mut self, id: &Q) -> bool
+    where
+        SourceId: std::borrow::Borrow<Q>,
+    {
+        use std::borrow::Borrow;
+        match self.0.binary_search_by(|m| m.borrow().cmp(id)) {
+            Ok(at) => {
+                self.0.remove(at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Keep the members for which `keep` is true.
+    pub fn retain(&mut self, keep: impl FnMut(&SourceId) -> bool) {
+        self.0.retain(keep);
+    }
+
+    /// The members of `self` that are not members of `other`, in order
+    /// (one walk of both).
+    pub fn difference<'a>(&'a self, other: &'a Members) -> impl Iterator<Item = &'a SourceId> + 'a {
+        let mut theirs = other.0.iter().peekable();
+        self.0.iter().filter(move |m| {
+            while theirs.next_if(|t| *t < *m).is_some() {}
+            theirs.peek() != Some(m)
+        })
+    }
+}
+
+impl Extend<SourceId> for Members {
+    fn extend<I: IntoIterator<Item = SourceId>>(&mut self, ids: I) {
+        let mut all = std::mem::take(&mut self.0);
+        all.extend(ids);
+        *self = Self::from_vec(all);
+    }
+}
+
+impl FromIterator<SourceId> for Members {
+    fn from_iter<I: IntoIterator<Item = SourceId>>(ids: I) -> Self {
+        Self::from_vec(ids.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Members {
+    type Item = SourceId;
+    type IntoIter = std::vec::IntoIter<SourceId>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Members {
+    type Item = &'a SourceId;
+    type IntoIter = std::slice::Iter<'a, SourceId>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<SourceId>::deserialize(d).map(Self::from_vec)
+    }
+}
+
 /// Where a source record came from, for error messages and report rows.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {
@@ -113,7 +240,11 @@ impl SourceUser {
                     "false"
                 }
             }
-            _ => self.fields.get(name).map(CompactString::as_str).unwrap_or(""),
+            _ => self
+                .fields
+                .get(name)
+                .map(CompactString::as_str)
+                .unwrap_or(""),
         }
     }
 }
@@ -168,7 +299,7 @@ pub struct SourceGroup {
     /// Display name, as it should appear in the target.
     pub name: String,
     /// Members, by user source id.
-    pub members: BTreeSet<SourceId>,
+    pub members: Members,
     /// Where it was first seen.
     pub origin: Origin,
 }
@@ -295,5 +426,53 @@ mod tests {
         assert!(email_problem("@example.com").is_some());
         assert!(email_problem("ann@example..com").is_some());
         assert!(email_problem("ann@exa_mple.com").is_some());
+    }
+
+    fn member_ids(picks: &[u8]) -> Vec<SourceId> {
+        picks
+            .iter()
+            .map(|p| SourceId::from(format!("u{p}")))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Members behave as the sorted set they replace: the same order,
+        /// membership, differences, inserts, removals and JSON.
+        #[test]
+        fn members_behave_as_a_sorted_set(
+            a in proptest::collection::vec(0u8..40, 0..30),
+            b in proptest::collection::vec(0u8..40, 0..30),
+            probe in 0u8..45,
+        ) {
+            use std::collections::BTreeSet;
+            let (va, vb) = (member_ids(&a), member_ids(&b));
+            let (ma, mb) = (Members::from_vec(va.clone()), Members::from_vec(vb.clone()));
+            let (sa, sb): (BTreeSet<SourceId>, BTreeSet<SourceId>) =
+                (va.into_iter().collect(), vb.into_iter().collect());
+            proptest::prop_assert!(ma.iter().eq(sa.iter()));
+            proptest::prop_assert_eq!(ma.len(), sa.len());
+            let p = SourceId::from(format!("u{probe}"));
+            proptest::prop_assert_eq!(ma.contains(&p), sa.contains(&p));
+            proptest::prop_assert_eq!(ma.contains(p.as_str()), sa.contains(p.as_str()));
+            proptest::prop_assert!(ma.difference(&mb).eq(sa.difference(&sb)));
+            proptest::prop_assert!(mb.difference(&ma).eq(sb.difference(&sa)));
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&ma).unwrap(),
+                serde_json::to_string(&sa).unwrap()
+            );
+            // Read back from any order (another writer), sorted again.
+            let shuffled: Vec<&SourceId> = sa.iter().rev().collect();
+            let back: Members = serde_json::from_str(&serde_json::to_string(&shuffled).unwrap()).unwrap();
+            proptest::prop_assert_eq!(&back, &ma);
+            let (mut m2, mut s2) = (ma.clone(), sa.clone());
+            proptest::prop_assert_eq!(m2.insert(p.clone()), s2.insert(p.clone()));
+            proptest::prop_assert!(m2.iter().eq(s2.iter()));
+            let q = SourceId::from(format!("u{}", probe / 2));
+            proptest::prop_assert_eq!(m2.remove(q.as_str()), s2.remove(q.as_str()));
+            proptest::prop_assert!(m2.iter().eq(s2.iter()));
+            m2.extend(mb.iter().cloned());
+            s2.extend(sb.iter().cloned());
+            proptest::prop_assert!(m2.iter().eq(s2.iter()));
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::Value;
 
-use crate::model::{ScimId, SourceId};
+use crate::model::{Members, ScimId, SourceId};
 use crate::plan::{
     Actual, ActualAttrs, ActualGroup, ActualUser, Conflict, Desired, DesiredUser, LinkState,
     RetiredGroup,
@@ -289,7 +289,7 @@ pub fn reconcile(
         .collect();
     let mut claimed_groups: HashSet<ScimId> = retired.iter().map(|r| r.scim_id.clone()).collect();
     let mut group_entries: Vec<(SourceId, &Value, LinkState)> = Vec::new();
-    let mut pushed_members: HashMap<SourceId, &BTreeSet<SourceId>> = HashMap::new();
+    let mut pushed_members: HashMap<SourceId, &Members> = HashMap::new();
     for link in groups {
         match groups_by_id.get(&link.scim_id) {
             Some(g) => {
@@ -382,7 +382,7 @@ pub fn reconcile(
     }
     group_entries.extend(matched_groups);
     for (gid, g, link) in group_entries {
-        let mut members = BTreeSet::new();
+        let mut members = Vec::new();
         let mut foreign = BTreeMap::new();
         if let Some(list) = g.get("members").and_then(Value::as_array) {
             for m in list {
@@ -394,9 +394,7 @@ pub fn reconcile(
                     continue;
                 };
                 match scim_to_source.get(&value) {
-                    Some(sid) => {
-                        members.insert(sid.clone());
-                    }
+                    Some(sid) => members.push(sid.clone()),
                     None => {
                         let label = user_label
                             .get(&value)
@@ -408,13 +406,19 @@ pub fn reconcile(
                 }
             }
         }
+        let members = Members::from_vec(members);
         out.memberships
             .insert(gid.clone(), members.iter().cloned().collect());
         // What scimsync last pushed vs what the target has: an edit made in
         // the target, or a change the target acknowledged but did not apply.
         let drift: BTreeSet<SourceId> = pushed_members
             .get(&gid)
-            .map(|pushed| pushed.symmetric_difference(&members).cloned().collect())
+            .map(|pushed| {
+                (pushed.difference(&members))
+                    .chain(members.difference(pushed))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         out.actual.groups.insert(
             gid,

@@ -162,9 +162,7 @@ fn stored_compared(
 ) -> Result<Vec<StoredUser>, store::StoreError> {
     use std::ops::Bound::{Excluded, Included, Unbounded};
     let n = wanted.len();
-    let pivot = (n >= 20_000)
-        .then(|| wanted.keys().nth(n / 2))
-        .flatten();
+    let pivot = (n >= 20_000).then(|| wanted.keys().nth(n / 2)).flatten();
     let second = match pivot {
         Some(_) => store.another_connection().ok().flatten(),
         None => None,

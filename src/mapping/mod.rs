@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::config::{ConfigError, GroupSettings, MappingConfig, NoMatch, ScopeConfig};
 use crate::connector::Profile;
 use crate::model::{
-    Fields, Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem,
+    Fields, Members, Origin, RecordKind, Reject, Snapshot, SourceId, SourceUser, email_problem,
 };
 use crate::plan::{Attrs, Desired, DesiredGroup, DesiredUser};
 use crate::scim::AttrPath;
@@ -511,7 +511,7 @@ pub fn desired_state_taking(
             .get_or_init(|| snapshot.users.iter().map(|u| &u.id).collect())
             .contains(m)
     });
-    let members_of = |i: usize| -> &BTreeSet<SourceId> {
+    let members_of = |i: usize| -> &Members {
         flat.members[i]
             .as_ref()
             .unwrap_or(&snapshot.groups[i].members)
@@ -715,7 +715,7 @@ pub fn desired_state_taking(
     // set (most are held inline): a probe then reads one table slot, not a
     // slot and the key it points to.
     let provisioned: FxHashSet<SourceId> = users.keys().cloned().collect();
-    let mut member_sets: Vec<BTreeSet<SourceId>> = selected
+    let mut member_sets: Vec<Members> = selected
         .iter()
         .map(|&i| {
             flat.members[i]
@@ -777,7 +777,7 @@ pub fn desired_state_taking(
             .entry(id)
             .or_insert_with(|| DesiredGroup {
                 display_name: name.clone(),
-                members: BTreeSet::new(),
+                members: Members::new(),
             })
             .members
             .extend(users.keys().cloned());

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use rustc_hash::FxHashMap;
 
-use crate::model::{SourceGroup, SourceId};
+use crate::model::{Members, SourceGroup, SourceId};
 
 /// Effective membership of each source group.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct Flattened {
     /// Per group (same order as the input): `None` when the group contains no
     /// group (its direct members are its effective members), else the users
     /// reachable through it, its direct users included.
-    pub members: Vec<Option<BTreeSet<SourceId>>>,
+    pub members: Vec<Option<Members>>,
     /// Group cycles found, each as the ids of the groups on it (sorted).
     pub cycles: Vec<Vec<SourceId>>,
     /// Number of groups that contain at least one group.
@@ -65,7 +65,7 @@ pub fn flatten(groups: &[SourceGroup], is_user: impl Fn(&SourceId) -> bool + Syn
             comp_of[g] = c;
         }
     }
-    let mut effective: Vec<Option<BTreeSet<SourceId>>> = vec![None; sccs.len()];
+    let mut effective: Vec<Option<Members>> = vec![None; sccs.len()];
     for (c, scc) in sccs.iter().enumerate() {
         let self_loop = scc.len() == 1 && children[scc[0]].contains(&scc[0]);
         if scc.len() > 1 || self_loop {
@@ -96,6 +96,7 @@ pub fn flatten(groups: &[SourceGroup], is_user: impl Fn(&SourceId) -> bool + Syn
                 }
             }
         }
+        let set: Members = set.into_iter().collect();
         for &g in scc {
             out.members[g] = Some(set.clone());
         }
@@ -187,7 +188,7 @@ mod tests {
         id.as_str().starts_with('u')
     }
 
-    fn ids(set: &Option<BTreeSet<SourceId>>) -> Vec<&str> {
+    fn ids(set: &Option<Members>) -> Vec<&str> {
         set.as_ref()
             .expect("flattened")
             .iter()
@@ -276,14 +277,14 @@ mod tests {
     }
 
     /// Reference: breadth-first walk per group with a visited set.
-    fn naive(groups: &[SourceGroup]) -> Vec<BTreeSet<SourceId>> {
+    fn naive(groups: &[SourceGroup]) -> Vec<Members> {
         let index: HashMap<&SourceId, usize> =
             groups.iter().enumerate().map(|(i, g)| (&g.id, i)).collect();
         (0..groups.len())
             .map(|start| {
                 let mut seen = HashSet::from([start]);
                 let mut queue = vec![start];
-                let mut out = BTreeSet::new();
+                let mut out: BTreeSet<SourceId> = BTreeSet::new();
                 while let Some(g) = queue.pop() {
                     for m in &groups[g].members {
                         if users(m) {
@@ -295,7 +296,7 @@ mod tests {
                         }
                     }
                 }
-                out
+                out.into_iter().collect()
             })
             .collect()
     }

@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use crate::config::{Deprovision, Policy};
 use crate::mapping::ScopeStats;
-use crate::model::{Reject, ScimId, SourceId};
+use crate::model::{Members, Reject, ScimId, SourceId};
 use crate::scim::AttrPath;
 
 pub(crate) use attrs::path as attr_path;
@@ -55,7 +55,7 @@ pub struct DesiredGroup {
     /// Name in the target.
     pub display_name: String,
     /// Members by user source id (provisioned users only).
-    pub members: BTreeSet<SourceId>,
+    pub members: Members,
 }
 
 /// What the target should look like, from the source after mapping and scope.
@@ -161,7 +161,7 @@ pub struct ActualGroup {
     /// Its externalId in the target, when known.
     pub external_id: Option<String>,
     /// Members that are managed users, by source id.
-    pub members: BTreeSet<SourceId>,
+    pub members: Members,
     /// Members the engine does not manage: target id → label.
     pub foreign_members: BTreeMap<ScimId, String>,
     /// Linked or merely matched.
@@ -807,7 +807,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
         }
     }
     // Borrowed, not cloned: the member sets are the bulk of the state.
-    let no_members = BTreeSet::new();
+    let no_members = Members::new();
     let no_foreign = BTreeMap::new();
     // On a routine run most groups have exactly the members wanted: found
     // for all groups at once, on all cores, before the walk below (which
@@ -861,7 +861,7 @@ pub fn compute(desired: &Desired, actual: &Actual, policy: &Policy) -> Plan {
             {
                 // The target cannot rename: a new group takes the name and the
                 // members that stay; the old one goes.
-                let carried: BTreeSet<SourceId> = have
+                let carried: Members = have
                     .members
                     .iter()
                     .filter(|m| {

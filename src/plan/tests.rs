@@ -11,7 +11,7 @@ use super::*;
 use crate::config::{Deprovision, GroupSettings, MappingConfig, Policy, ScopeConfig};
 use crate::connector::Profile;
 use crate::mapping::{self, Mapping};
-use crate::model::{Origin, RecordKind, Reject, Snapshot, SourceGroup, SourceUser};
+use crate::model::{Members, Origin, RecordKind, Reject, Snapshot, SourceGroup, SourceUser};
 
 const EMAIL: &str = "emails[type eq \"work\"].value";
 
@@ -25,7 +25,7 @@ fn scim(s: &str) -> ScimId {
     ScimId::from(s)
 }
 
-fn ids(list: &[&str]) -> BTreeSet<SourceId> {
+fn ids<C: FromIterator<SourceId>>(list: &[&str]) -> C {
     list.iter().map(|s| sid(s)).collect()
 }
 
@@ -889,7 +889,7 @@ fn members_of_deleted_users_are_not_removed_separately() {
     let after = apply_to(&a, &plan, false);
     assert_eq!(
         after.groups[&SourceId("g".into())].members,
-        BTreeSet::from([SourceId("1".into())])
+        Members::from_vec(vec![SourceId("1".into())])
     );
 }
 
@@ -1376,7 +1376,7 @@ fn duplicate_group_names_are_rejected_in_a_stable_order() {
             .map(|(i, name)| SourceGroup {
                 id: SourceId::from(format!("g{i}")),
                 name: (*name).to_owned(),
-                members: BTreeSet::new(),
+                members: Members::new(),
                 origin: Origin {
                     file: "groups.csv".into(),
                     location: format!("line {}", i + 2),
@@ -1453,7 +1453,7 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                         scim_id: ScimId(format!("new-g-{group}")),
                         display_name: display_name.clone(),
                         external_id: Some(group.to_string()),
-                        members: BTreeSet::new(),
+                        members: Members::new(),
                         foreign_members: BTreeMap::new(),
                         link: LinkState::Linked,
                         drift: BTreeSet::new(),
@@ -1495,7 +1495,7 @@ fn apply_to(actual: &Actual, plan: &Plan, delete_drops_members: bool) -> Actual 
                 let old = a.groups.remove(group).expect("renamed group exists");
                 assert_eq!(&old.scim_id, old_scim_id);
                 assert_ne!(&old.display_name, display_name);
-                let mut moved = BTreeSet::new();
+                let mut moved = Members::new();
                 for m in members {
                     let id = m.user.as_ref().expect("moved members are managed users");
                     assert!(old.members.contains(id), "{id} moved but was not a member");

@@ -11,7 +11,7 @@ mod csv;
 mod json;
 pub mod ldap;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use compact_str::CompactString;
 use rustc_hash::FxHashMap;
@@ -215,14 +215,12 @@ impl<'a> Builder<'a> {
         trim_in_place(&mut id);
         // Only a rejected record needs a label: computed then, not per row.
         let label_of = |fields: &Fields| {
-            ["user_name", "email", "display_name"]
-                .iter()
-                .find_map(|f| {
-                    fields
-                        .get(f)
-                        .filter(|v| !v.trim().is_empty())
-                        .map(ToString::to_string)
-                })
+            ["user_name", "email", "display_name"].iter().find_map(|f| {
+                fields
+                    .get(f)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(ToString::to_string)
+            })
         };
         let reject = |b: &mut Self, fields: &Fields, reason: String| {
             b.reject(
@@ -457,7 +455,7 @@ impl<'a> Builder<'a> {
         // Each group's set in one go: sorted, deduplicated, built in bulk
         // (full tree nodes), rather than a tree insert per membership row.
         for (g, members) in self.groups.iter_mut().zip(self.pending) {
-            g.members.append(&mut BTreeSet::from_iter(members));
+            g.members.extend(members);
         }
         Snapshot {
             users,

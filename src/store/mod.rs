@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ScimId, SourceId};
+use crate::model::{Members, ScimId, SourceId};
 use crate::plan::{Attrs, RetiredGroup};
 
 /// Ordered schema migrations; index + 1 is the `user_version` they lead to.
@@ -129,7 +129,7 @@ pub struct GroupLink {
     /// Name last pushed.
     pub display_name: String,
     /// Members last pushed, by user source id.
-    pub members: BTreeSet<SourceId>,
+    pub members: Members,
 }
 
 /// Final counts of a run.
@@ -455,12 +455,13 @@ impl Store {
 
     /// All group links of a target, with stored members.
     pub fn group_links(&self, app: &str) -> Result<Vec<GroupLink>, StoreError> {
-        let mut members: BTreeMap<String, BTreeSet<SourceId>> = BTreeMap::new();
+        let mut members: BTreeMap<String, Members> = BTreeMap::new();
         {
             // In primary-key order (free on this WITHOUT ROWID table): each
-            // group's members arrive together and sorted, so a set is built
-            // in bulk per group instead of one map lookup and one set insert
-            // per membership (hundreds of thousands on a large directory).
+            // group's members arrive together and sorted (SQLite's binary
+            // collation orders text as Rust does), so each group's set is its
+            // rows as they come, with no lookup or sorting per membership
+            // (millions on a large directory).
             let mut stmt = self
                 .conn
                 .prepare_cached(
@@ -468,12 +469,13 @@ impl Store {
                 )
                 .map_err(|e| self.err(e))?;
             let mut rows = stmt.query([app]).map_err(|e| self.err(e))?;
-            let mut current: Option<(String, Vec<SourceId>)> = None;
-            let mut close = |group: Option<(String, Vec<SourceId>)>| {
-                if let Some((g, users)) = group {
-                    // Built in bulk from sorted ids; appending to an empty set is a swap.
-                    let mut set: BTreeSet<SourceId> = users.into_iter().collect();
-                    members.entry(g).or_default().append(&mut set);
+            // One buffer for every group (it grows to the largest once), each
+            // set then allocated at its size.
+            let mut current: Option<String> = None;
+            let mut buffer: Vec<SourceId> = Vec::new();
+            let mut close = |group: Option<String>, users: &mut Vec<SourceId>| {
+                if let Some(g) = group {
+                    members.entry(g).or_default().extend(users.drain(..));
                 }
             };
             // Read where SQLite holds them: a group id is copied once per
@@ -482,12 +484,12 @@ impl Store {
                 let (g, u) = (text(r, 0), text(r, 1));
                 let (g, u) = (g.map_err(|e| self.err(e))?, u.map_err(|e| self.err(e))?);
                 let u = SourceId::from(u);
-                match &mut current {
-                    Some((cg, users)) if cg == g => users.push(u),
-                    _ => close(current.replace((g.to_owned(), vec![u]))),
+                if current.as_deref() != Some(g) {
+                    close(current.replace(g.to_owned()), &mut buffer);
                 }
+                buffer.push(u);
             }
-            close(current);
+            close(current, &mut buffer);
         }
         let mut stmt = self
             .conn
