@@ -84,7 +84,14 @@ impl<V, N: Names> NameMap<V, N> {
     /// Set `name` to `value`; the value it replaces, if any.
     pub fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: V) -> Option<V> {
         let name = name.into();
-        match self.find(&name) {
+        // Names given in order (a mapping's attributes) append.
+        let after_last = self.pairs.last().is_none_or(|(k, _)| *k < name);
+        let at = if after_last {
+            Err(self.pairs.len())
+        } else {
+            self.find(&name)
+        };
+        match at {
             Ok(i) => Some(std::mem::replace(&mut self.pairs[i].1, value)),
             Err(i) => {
                 let name = match name {

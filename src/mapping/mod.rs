@@ -298,18 +298,26 @@ impl Mapping {
             email_domains.push(d);
         }
         let booleans: BTreeSet<String> = profile.boolean_attributes.iter().cloned().collect();
-        let keys = attributes
-            .iter()
-            .map(|(path, _)| {
+        let keyed: Vec<((AttrPath, Template), AttrKey)> = attributes
+            .into_iter()
+            .map(|(path, template)| {
                 let key = path.to_string();
-                AttrKey {
+                let k = AttrKey {
                     user_name: key == "userName",
                     boolean: booleans.contains(&key),
                     email: key.starts_with("emails["),
                     key: crate::plan::attr_path(&key),
-                }
+                };
+                ((path, template), k)
             })
             .collect();
+        // In the order of their keys: each person's attributes are then
+        // built by appending, with no search per attribute.
+        let (attributes, keys): (Vec<_>, Vec<_>) = {
+            let mut keyed = keyed;
+            keyed.sort_by(|a, b| a.1.key.cmp(&b.1.key));
+            keyed.into_iter().unzip()
+        };
         let required_keys = required.iter().map(ToString::to_string).collect();
         Ok(Mapping {
             attributes,
@@ -341,7 +349,6 @@ impl Mapping {
     /// Map and validate one source user into target attributes.
     pub fn map_user(&self, user: &SourceUser) -> Result<Attrs, String> {
         let mut attrs = Attrs::with_capacity(self.keys.len() + 1);
-        attrs.insert("externalId", Value::String(user.id.to_string()));
         let mut has_email = false;
         for ((_, template), k) in self.attributes.iter().zip(&self.keys) {
             let Some(mut text) = template.render(user) else {
@@ -373,6 +380,7 @@ impl Mapping {
             has_email |= k.email;
             attrs.insert(k.key.clone(), value);
         }
+        attrs.insert("externalId", Value::String(user.id.to_string()));
         for key in &self.required_keys {
             if !attrs.contains_key(key) {
                 return Err(format!("required attribute `{key}` has no value"));
