@@ -161,6 +161,12 @@ pub(crate) struct Builder<'a> {
     /// Members read so far, per group (same index), in file order: a push
     /// per membership row, the sets built once in [`Builder::finish`].
     pending: Vec<Vec<SourceId>>,
+    /// The group of the last row, and the members of the run of rows it
+    /// heads: a membership file usually lists a group's rows together, so
+    /// they are gathered here and moved into the group's list at its size
+    /// when the run ends, not grown into it row by row.
+    run_group: Option<usize>,
+    run: Vec<SourceId>,
     rejects: Vec<Reject>,
 }
 
@@ -172,7 +178,16 @@ impl<'a> Builder<'a> {
             groups: Vec::new(),
             group_index: FxHashMap::default(),
             pending: Vec::new(),
+            run_group: None,
+            run: Vec::new(),
             rejects: Vec::new(),
+        }
+    }
+
+    /// Move the current run of members into its group's list.
+    fn end_run(&mut self) {
+        if let Some(g) = self.run_group.take() {
+            self.pending[g].append(&mut self.run);
         }
     }
 
@@ -184,8 +199,10 @@ impl<'a> Builder<'a> {
     }
 
     /// Adopt the groups and rejects of a builder that read only groups.
-    fn take_groups(&mut self, other: Builder<'_>) {
+    fn take_groups(&mut self, mut other: Builder<'_>) {
         debug_assert!(self.groups.is_empty() && other.users.is_empty());
+        other.end_run();
+        self.end_run();
         self.groups = other.groups;
         self.group_index = other.group_index;
         self.pending = other.pending;
@@ -335,8 +352,10 @@ impl<'a> Builder<'a> {
             );
             return false;
         }
-        let idx = match self.group_index.get(id) {
-            Some(&i) => {
+        // The group of the row before, most of the time: no lookup.
+        let last = self.run_group.filter(|&i| self.groups[i].id.as_str() == id);
+        let idx = match last.or_else(|| self.group_index.get(id).copied()) {
+            Some(i) => {
                 if self.groups[i].name != name {
                     let first = self.groups[i].origin.clone();
                     self.reject(
@@ -363,13 +382,18 @@ impl<'a> Builder<'a> {
                 self.groups.len() - 1
             }
         };
+        if self.run_group != Some(idx) {
+            self.end_run();
+            self.run_group = Some(idx);
+        }
         if let Some(m) = member.map(str::trim).filter(|m| !m.is_empty()) {
-            self.pending[idx].push(SourceId::from(m));
+            self.run.push(SourceId::from(m));
         }
         true
     }
 
     fn finish(mut self) -> Snapshot {
+        self.end_run();
         // Duplicate ids: every occurrence is rejected (which one is right is unknowable).
         // The first holder of each id in one map (borrowed, Fx-hashed: the
         // admin's own ids), the rare repeats in another.
@@ -452,8 +476,10 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        // Each group's set in one go: sorted, deduplicated, built in bulk
-        // (full tree nodes), rather than a tree insert per membership row.
+        // Members the `groups` column just added to a new group.
+        self.end_run();
+        // Each group's set in one go: sorted and deduplicated in place,
+        // rather than a set insert per membership row.
         for (g, members) in self.groups.iter_mut().zip(self.pending) {
             g.members.extend(members);
         }

@@ -1206,6 +1206,60 @@ mod props {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(fuzz_cases(64)))]
+
+        /// Membership rows in any order (a group's rows together or
+        /// interleaved with others', rows without a member, repeats) and
+        /// the `groups` column of the people file give each group exactly
+        /// the members listed for it, in the order groups first appear.
+        #[test]
+        fn membership_rows_in_any_order_give_each_group_its_members(
+            rows in proptest::collection::vec((0u8..4, proptest::option::of(0u8..6)), 0..40),
+            listed in proptest::collection::vec(proptest::option::of(0u8..6), 6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut users = String::from("id,email,groups\n");
+            for (u, g) in listed.iter().enumerate() {
+                let g = g.map(|g| format!("G{g}")).unwrap_or_default();
+                users.push_str(&format!("{u},p{u}@x.org,{g}\n"));
+            }
+            let mut groups = String::from("group_id,group,member\n");
+            let mut want: Vec<(String, std::collections::BTreeSet<String>)> = Vec::new();
+            let add = |want: &mut Vec<(String, std::collections::BTreeSet<String>)>, g: String, m: Option<String>| {
+                let at = match want.iter().position(|(n, _)| *n == g) {
+                    Some(at) => at,
+                    None => {
+                        want.push((g, Default::default()));
+                        want.len() - 1
+                    }
+                };
+                want[at].1.extend(m);
+            };
+            for (g, m) in &rows {
+                let m = m.map(|m| m.to_string());
+                groups.push_str(&format!("g{g},G{g},{}\n", m.clone().unwrap_or_default()));
+                add(&mut want, format!("G{g}"), m);
+            }
+            for (u, g) in listed.iter().enumerate() {
+                if let Some(g) = g {
+                    add(&mut want, format!("G{g}"), Some(u.to_string()));
+                }
+            }
+            let (up, gp) = (dir.path().join("users.csv"), dir.path().join("groups.csv"));
+            std::fs::write(&up, users).unwrap();
+            std::fs::write(&gp, groups).unwrap();
+            let snap = ok(&settings(SourceKind::Csv, up, Some(gp)));
+            let got: Vec<(String, std::collections::BTreeSet<String>)> = snap
+                .groups
+                .iter()
+                .map(|g| (g.name.clone(), g.members.iter().map(|m| m.to_string()).collect()))
+                .collect();
+            prop_assert_eq!(got, want);
+            prop_assert!(snap.rejects.is_empty());
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig::with_cases(fuzz_cases(128)))]
 
         /// Any values, properly quoted, with LF or CRLF line ends, come back
