@@ -132,7 +132,7 @@ impl<'b> Lines<'b> {
                 }
             }
         } else {
-            self.line += body[self.pos..off].iter().filter(|b| **b == b'\n').count() as u64;
+            self.line += memchr::memchr_iter(b'\n', &body[self.pos..off]).count() as u64;
         }
         self.pos = off;
         self.line
@@ -201,6 +201,10 @@ fn records(
             ),
         });
     }
+    // A file that is UTF-8 as a whole has UTF-8 fields when the reader
+    // splits at ASCII bytes (it drops only ASCII quotes): checked once, not
+    // per field.
+    let all_utf8 = delimiter.is_ascii() && std::str::from_utf8(body).is_ok();
     let mut record = ::csv::ByteRecord::new();
     let mut last_line = 1;
     loop {
@@ -236,7 +240,7 @@ fn records(
                     continue;
                 }
                 let mut problem = None;
-                for (name, value) in names.iter().zip(record.iter()) {
+                for (name, value) in names.iter().zip(record.iter()).filter(|_| !all_utf8) {
                     if std::str::from_utf8(value).is_err() {
                         problem.get_or_insert(format!("column `{name}` is not valid UTF-8"));
                     }
