@@ -229,6 +229,21 @@ pub struct SourceUser {
 }
 
 impl SourceUser {
+    /// [`SourceUser::field`] for a name as [`field_name`] gives it (a
+    /// template's): a known name is found by address.
+    // The variant is the point: a borrowed name is the shared copy.
+    #[allow(clippy::ptr_arg)]
+    pub fn field_named(&self, name: &Cow<'static, str>) -> &str {
+        match name.as_ref() {
+            "id" | "active" => self.field(name),
+            _ => self
+                .fields
+                .get_named(name)
+                .map(CompactString::as_str)
+                .unwrap_or(""),
+        }
+    }
+
     /// A field's value, or `""` when absent. `id` and `active` are fields too.
     pub fn field(&self, name: &str) -> &str {
         match name {
@@ -426,6 +441,40 @@ mod tests {
         assert!(email_problem("@example.com").is_some());
         assert!(email_problem("ann@example..com").is_some());
         assert!(email_problem("ann@exa_mple.com").is_some());
+    }
+
+    #[test]
+    fn a_field_by_its_shared_name_reads_as_by_text() {
+        let mut fields: Fields = [("email", "a@x.org".into()), ("cost_center", "42".into())]
+            .into_iter()
+            .collect();
+        // A known name stored as an owned copy (another writer) is still found.
+        let mut pairs = vec![(Cow::Owned("title".to_owned()), CompactString::from("CTO"))];
+        pairs.extend(fields.iter().map(|(k, v)| (field_name(k), v.clone())));
+        fields = Fields::from_pairs(pairs);
+        let u = SourceUser {
+            id: SourceId::from("7"),
+            fields,
+            active: false,
+            groups: vec![],
+            origin: Origin {
+                file: "u.csv".into(),
+                location: "line 2".into(),
+            },
+        };
+        for name in [
+            "email",
+            "title",
+            "cost_center",
+            "phone",
+            "id",
+            "active",
+            "nothing",
+        ] {
+            assert_eq!(u.field_named(&field_name(name)), u.field(name), "{name}");
+        }
+        assert_eq!(u.field_named(&field_name("title")), "CTO");
+        assert_eq!(u.field_named(&field_name("id")), "7");
     }
 
     fn member_ids(picks: &[u8]) -> Vec<SourceId> {

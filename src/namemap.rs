@@ -76,6 +76,22 @@ impl<V, N: Names> NameMap<V, N> {
         self.find(name).ok().map(|i| &self.pairs[i].1)
     }
 
+    /// [`NameMap::get`] for a name that may be a shared copy: stored names
+    /// are those copies (see [`Names`]), so a map of a dozen entries is
+    /// searched by address first, one comparison of two words per entry;
+    /// any other name (or a miss) by text.
+    // The variant is the point: a borrowed name is the shared copy.
+    #[allow(clippy::ptr_arg)]
+    pub fn get_named(&self, name: &Cow<'static, str>) -> Option<&V> {
+        if let Cow::Borrowed(shared) = name {
+            let same = |k: &Cow<'static, str>| matches!(k, Cow::Borrowed(s) if std::ptr::eq(s.as_ptr(), shared.as_ptr()) && s.len() == shared.len());
+            if let Some((_, v)) = self.pairs.iter().find(|(k, _)| same(k)) {
+                return Some(v);
+            }
+        }
+        self.get(name)
+    }
+
     /// Whether `name` has a value.
     pub fn contains_key(&self, name: &str) -> bool {
         self.find(name).is_ok()

@@ -40,7 +40,9 @@ pub enum TemplateSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
     Lit(String),
-    Field(String),
+    /// The shared copy of the name when it is a known field (see
+    /// [`crate::model::field_name`]): found in a record by its address.
+    Field(Cow<'static, str>),
 }
 
 /// A compiled template.
@@ -71,7 +73,7 @@ impl Template {
     /// Source fields the template reads.
     pub fn fields(&self) -> impl Iterator<Item = &str> {
         self.alternatives.iter().flatten().filter_map(|p| match p {
-            Piece::Field(f) => Some(f.as_str()),
+            Piece::Field(f) => Some(f.as_ref()),
             Piece::Lit(_) => None,
         })
     }
@@ -85,7 +87,7 @@ impl Template {
                 match piece {
                     Piece::Lit(s) => out.push_str(s),
                     Piece::Field(f) => {
-                        let v = user.field(f).trim();
+                        let v = user.field_named(f).trim();
                         if v.is_empty() {
                             continue 'alt;
                         }
@@ -138,7 +140,7 @@ fn parse_template(text: &str) -> Result<Vec<Piece>, String> {
                 if !lit.is_empty() {
                     pieces.push(Piece::Lit(std::mem::take(&mut lit)));
                 }
-                pieces.push(Piece::Field(name));
+                pieces.push(Piece::Field(crate::model::field_name(&name)));
             }
             '}' => return Err(format!("template {text:?}: unmatched `}}` (write `}}}}`)")),
             c => lit.push(c),

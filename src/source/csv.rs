@@ -143,6 +143,8 @@ impl<'b> Lines<'b> {
 /// and the count matches the header.
 struct Fields<'r> {
     names: &'r [Cow<'static, str>],
+    /// Column indexes in the order of their names.
+    by_name: &'r [usize],
     record: &'r ::csv::ByteRecord,
 }
 
@@ -155,13 +157,13 @@ impl Fields<'_> {
     }
 
     /// Canonical column name → value, for records that are kept whole.
+    /// In name order already: the map has nothing to sort.
     fn to_map(&self) -> model::Fields {
-        let pairs = self.names.iter().zip(self.record.iter());
-        model::Fields::from_pairs(
-            pairs
-                .filter_map(|(n, v)| Some((n.clone(), std::str::from_utf8(v).ok()?.into())))
-                .collect(),
-        )
+        let pairs = self.by_name.iter().filter_map(|&i| {
+            let value = std::str::from_utf8(self.record.get(i)?).ok()?;
+            Some((self.names[i].clone(), value.into()))
+        });
+        model::Fields::from_pairs(pairs.collect())
     }
 }
 
@@ -205,6 +207,8 @@ fn records(
     // splits at ASCII bytes (it drops only ASCII quotes): checked once, not
     // per field.
     let all_utf8 = delimiter.is_ascii() && std::str::from_utf8(body).is_ok();
+    let mut by_name: Vec<usize> = (0..names.len()).collect();
+    by_name.sort_by(|a, b| names[*a].cmp(&names[*b]));
     let mut record = ::csv::ByteRecord::new();
     let mut last_line = 1;
     loop {
@@ -281,6 +285,7 @@ fn records(
                 }
                 let fields = Fields {
                     names,
+                    by_name: &by_name,
                     record: &record,
                 };
                 each(
