@@ -365,7 +365,14 @@ pub fn email_problem(s: &str) -> Option<&'static str> {
     if s.len() > 254 {
         return Some("longer than 254 characters");
     }
-    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    // Byte by byte when ASCII (most addresses): for ASCII, whitespace is
+    // the space and control characters.
+    let blank = if s.is_ascii() {
+        s.bytes().any(|b| b == b' ' || b.is_ascii_control())
+    } else {
+        s.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if blank {
         return Some("contains spaces or control characters");
     }
     let Some((local, domain)) = s.rsplit_once('@') else {
@@ -383,10 +390,16 @@ pub fn email_problem(s: &str) -> Option<&'static str> {
     if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
         return Some("has a malformed domain");
     }
-    if !domain
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
-    {
+    let domain_ok = if domain.is_ascii() {
+        domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    } else {
+        domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+    };
+    if !domain_ok {
         return Some("has invalid characters in its domain");
     }
     None
@@ -475,6 +488,48 @@ mod tests {
         }
         assert_eq!(u.field_named(&field_name("title")), "CTO");
         assert_eq!(u.field_named(&field_name("id")), "7");
+    }
+
+    /// The character-by-character rules, as they were before the ASCII path.
+    fn email_problem_by_chars(s: &str) -> Option<&'static str> {
+        if s.len() > 254 {
+            return Some("longer than 254 characters");
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Some("contains spaces or control characters");
+        }
+        let Some((local, domain)) = s.rsplit_once('@') else {
+            return Some("has no `@`");
+        };
+        if local.is_empty() || local.len() > 64 {
+            return Some("has an empty or over-long local part");
+        }
+        if local.contains('@') && !(local.starts_with('"') && local.ends_with('"')) {
+            return Some("has more than one `@`");
+        }
+        if domain.is_empty() || !domain.contains('.') {
+            return Some("has no dotted domain after `@`");
+        }
+        if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
+            return Some("has a malformed domain");
+        }
+        if !domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+        {
+            return Some("has invalid characters in its domain");
+        }
+        None
+    }
+
+    proptest::proptest! {
+        /// The ASCII path finds what the character rules find.
+        #[test]
+        fn email_problems_are_found_as_by_characters(
+            s in "[a-zA-Z0-9@. \t\x0b\x0c\r\n\x00\x7f\\-_\"é\u{85}\u{a0}ü]{0,24}"
+        ) {
+            proptest::prop_assert_eq!(email_problem(&s), email_problem_by_chars(&s));
+        }
     }
 
     fn member_ids(picks: &[u8]) -> Vec<SourceId> {

@@ -149,11 +149,10 @@ struct Fields<'r> {
 }
 
 impl Fields<'_> {
-    /// The value of the column `name` (canonical), when the file has it.
-    fn get(&self, name: &str) -> Option<&str> {
-        let i = self.names.iter().position(|n| n.as_ref() == name)?;
+    /// The value of column `i` (found once per file), when there is one.
+    fn at(&self, i: Option<usize>) -> Option<&str> {
         // Checked to be UTF-8 before the row was handed out.
-        std::str::from_utf8(self.record.get(i)?).ok()
+        std::str::from_utf8(self.record.get(i?)?).ok()
     }
 
     /// Canonical column name → value, for records that are kept whole.
@@ -396,6 +395,9 @@ pub(super) fn load_groups(
     }
     duplicate_column(path, &names)?;
     let file = path.display().to_string();
+    // Columns found once, not by name on each of millions of rows.
+    let column = |name: &str| names.iter().position(|n| n == name);
+    let (group_id, group, member) = (column("group_id"), column("group"), column("member"));
     records(
         path,
         body,
@@ -409,9 +411,9 @@ pub(super) fn load_groups(
                 Row::Fields(f) => {
                     builder.group_row(
                         || origin(line),
-                        f.get("group_id"),
-                        f.get("group").unwrap_or_default(),
-                        f.get("member"),
+                        f.at(group_id),
+                        f.at(group).unwrap_or_default(),
+                        f.at(member),
                     );
                 }
                 Row::Bad { reason, partial } => {
