@@ -158,8 +158,9 @@ pub(crate) struct Builder<'a> {
     users: Vec<SourceUser>,
     groups: Vec<SourceGroup>,
     group_index: FxHashMap<String, usize>,
-    /// Members read so far, per group (same index), in file order: a push
-    /// per membership row, the sets built once in [`Builder::finish`].
+    /// Members read so far, per group (same index), in file order (each run
+    /// of rows moved in from `run`), the sets built once in
+    /// [`Builder::finish`].
     pending: Vec<Vec<SourceId>>,
     /// The group of the last row, and the members of the run of rows it
     /// heads: a membership file usually lists a group's rows together, so
