@@ -464,7 +464,6 @@ pub struct ScopeStats {
     pub groups_not_pushed: usize,
 }
 
-/// Build the desired target state from a snapshot: map, validate, scope.
 /// One person mapped, with what the rest of [`desired_state_taking`] needs.
 struct Mapped {
     user: DesiredUser,
@@ -474,6 +473,7 @@ struct Mapped {
     folded: String,
 }
 
+/// Build the desired target state from a snapshot: map, validate, scope.
 pub fn desired_state(snapshot: &Snapshot, mapping: &Mapping, groups: &GroupSettings) -> Desired {
     desired_state_taking(&mut snapshot.clone(), mapping, groups)
 }

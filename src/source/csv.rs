@@ -243,9 +243,11 @@ fn records(
                     continue;
                 }
                 let mut problem = None;
-                for (name, value) in names.iter().zip(record.iter()).filter(|_| !all_utf8) {
-                    if std::str::from_utf8(value).is_err() {
-                        problem.get_or_insert(format!("column `{name}` is not valid UTF-8"));
+                if !all_utf8 {
+                    for (name, value) in names.iter().zip(record.iter()) {
+                        if std::str::from_utf8(value).is_err() {
+                            problem.get_or_insert(format!("column `{name}` is not valid UTF-8"));
+                        }
                     }
                 }
                 // A quoted field over several lines either changes the field
